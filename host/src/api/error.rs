@@ -1,0 +1,220 @@
+//! The one error type of the HTTP API, answered as `application/problem+json`
+//! (RFC 9457).
+//!
+//! Invariant: a 5xx never carries internal detail. The cause is logged; the
+//! client gets a generic message.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::domain::ActivityId;
+use crate::domain::validation::FieldError;
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 with every bad field.
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// 400 for a request that is wrong as a whole.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409, naming the activity that holds the idempotency key when that is
+    /// the conflict.
+    #[error("{detail}")]
+    Conflict {
+        detail: String,
+        activity_id: Option<ActivityId>,
+    },
+    /// 405.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 413.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: the request is well-formed but its content cannot be used (a
+    /// policy that does not compile).
+    #[error("{detail}")]
+    Unprocessable {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
+    /// 503 with `Retry-After`: a dependency (Postgres) is down or saturated.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500. The cause is logged, never sent.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// 404 for a resource the tenant does not have. Another tenant's is the
+    /// same as a missing one.
+    pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
+        ApiError::NotFound(format!("{what} {id} was not found"))
+    }
+
+    /// 409 for an idempotency key that is already taken.
+    pub fn duplicate_key(key: &str, holder: ActivityId) -> Self {
+        ApiError::Conflict {
+            detail: format!("idempotency_key '{key}' was already used by activity {holder}"),
+            activity_id: Some(holder),
+        }
+    }
+
+    /// 400 naming one field.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn slug(&self) -> &'static str {
+        match self {
+            ApiError::Validation(_) => "validation-error",
+            ApiError::BadRequest(_) => "bad-request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not-found",
+            ApiError::Conflict {
+                activity_id: Some(_),
+                ..
+            } => "duplicate-idempotency-key",
+            ApiError::Conflict { .. } => "conflict",
+            ApiError::MethodNotAllowed(_) => "method-not-allowed",
+            ApiError::PayloadTooLarge(_) => "payload-too-large",
+            ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
+            ApiError::Unprocessable { .. } => "unprocessable",
+            ApiError::Unavailable(_) => "service-unavailable",
+            ApiError::Internal(_) => "internal-error",
+        }
+    }
+}
+
+/// The problem document.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem<'a> {
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: &'a str,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<&'a [FieldError]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activity_id: Option<ActivityId>,
+}
+
+/// How long clients should wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u32 = 2;
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = match &self {
+            ApiError::Validation(errors) => {
+                let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+                format!(
+                    "the request has {} invalid field(s): {}",
+                    errors.len(),
+                    fields.join(", ")
+                )
+            }
+            ApiError::Internal(err) => {
+                tracing::error!(error = format!("{err:#}"), "internal error");
+                "an internal error occurred; it has been logged".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let (errors, activity_id) = match &self {
+            ApiError::Validation(e) | ApiError::Unprocessable { errors: e, .. }
+                if !e.is_empty() =>
+            {
+                (Some(e.as_slice()), None)
+            }
+            ApiError::Conflict { activity_id, .. } => (None, *activity_id),
+            _ => (None, None),
+        };
+        let problem = Problem {
+            problem_type: format!("https://reten.dev/problems/{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail,
+            errors,
+            activity_id,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => {
+                tracing::warn!(error = %err, "database unavailable");
+                ApiError::Unavailable("the database is unavailable; retry shortly".into())
+            }
+            sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref()) => {
+                tracing::warn!(error = %err, "database unavailable");
+                ApiError::Unavailable("the database is unavailable; retry shortly".into())
+            }
+            _ => ApiError::Internal(anyhow::Error::new(err).context("database query failed")),
+        }
+    }
+}
+
+/// SQLSTATEs that mean "try again later": shutdown, too many connections,
+/// statement timeout, serialization failure.
+fn is_unavailable_code(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some("57P01" | "57P02" | "57P03" | "53300" | "57014" | "40001" | "40P01")
+    )
+}

@@ -1,0 +1,73 @@
+//! The HTTP boundary: one module per resource, each exposing a `router()`
+//! over the shared [`AppState`].
+
+pub mod activities;
+pub mod auth;
+pub mod commerces;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod tenants;
+pub mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::response::Response;
+use sqlx::PgPool;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+use crate::policy::Registry;
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub registry: Arc<Registry>,
+    pub auth: Arc<auth::Authenticator>,
+    pub tenants: Arc<auth::TenantCache>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(activities::router())
+        .merge(commerces::router())
+        .merge(tenants::router())
+        .merge(health::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    // Only the method and the route template: never headers,
+                    // which carry tokens.
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", |m| m.as_str());
+                    tracing::info_span!("http", method = %req.method(), route)
+                })
+                .on_response(|res: &Response, latency: Duration, _span: &tracing::Span| {
+                    tracing::debug!(
+                        status = res.status().as_u16(),
+                        latency_us = latency.as_micros() as u64,
+                        "response"
+                    );
+                }),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no route matches this path".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("this method is not allowed on this path".into())
+}

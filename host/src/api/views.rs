@@ -1,0 +1,370 @@
+//! Response bodies of the activity routes (`camelCase`, UTC timestamps with
+//! milliseconds). A freshly created activity and a stored one render through
+//! the same types, so the two can never drift apart.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::domain::commerce::Commerce;
+use crate::domain::{ActivityId, CommerceId, attribute_key_id};
+use crate::resolve::{AttributeDecision, TargetDecision};
+use crate::store::activities::{ActivityRow, AttributeRow, EventRow, TargetUserRow};
+
+/// `commerceAssignment`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommerceAssignment {
+    pub commerce_id: CommerceId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commerce: Option<CommerceSummary>,
+}
+
+/// The commerce's name, in lists and details.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommerceSummary {
+    pub name: String,
+    pub external_id: String,
+}
+
+/// The 201 body of `POST /api/activities`: the seed's fields plus `reason`,
+/// `targetUsers`, `attributes` and `createdAt`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedActivity {
+    pub id: ActivityId,
+    #[serde(rename = "type")]
+    pub activity_type: &'static str,
+    pub channel: &'static str,
+    pub status: &'static str,
+    pub reason: String,
+    pub idempotency_key: String,
+    #[serde(with = "crate::domain::time::millis")]
+    pub scheduled_at: DateTime<Utc>,
+    pub commerce_assignment: CommerceAssignment,
+    pub target_users: Vec<TargetUserView>,
+    pub attributes: Vec<AttributeView>,
+    #[serde(with = "crate::domain::time::millis")]
+    pub created_at: DateTime<Utc>,
+}
+
+/// An activity in a list.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivitySummary {
+    pub id: ActivityId,
+    #[serde(rename = "type")]
+    pub activity_type: String,
+    pub channel: String,
+    pub status: String,
+    pub reason: String,
+    pub idempotency_key: String,
+    #[serde(with = "crate::domain::time::millis")]
+    pub scheduled_at: DateTime<Utc>,
+    pub commerce_assignment: CommerceAssignment,
+    #[serde(with = "crate::domain::time::millis")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::domain::time::millis")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<ActivityRow> for ActivitySummary {
+    fn from(r: ActivityRow) -> Self {
+        Self {
+            id: r.id,
+            activity_type: r.activity_type,
+            channel: r.channel,
+            status: r.status,
+            reason: r.reason,
+            idempotency_key: r.idempotency_key,
+            scheduled_at: r.scheduled_at,
+            commerce_assignment: assignment(r.commerce_id, r.commerce_name, r.commerce_external_id),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+fn assignment(
+    id: CommerceId,
+    name: Option<String>,
+    external_id: Option<String>,
+) -> CommerceAssignment {
+    let commerce = name
+        .zip(external_id)
+        .map(|(name, external_id)| CommerceSummary { name, external_id });
+    CommerceAssignment {
+        commerce_id: id,
+        commerce,
+    }
+}
+
+/// `GET /api/activities/:id`: everything stored about an activity.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivityDetail {
+    pub id: ActivityId,
+    #[serde(rename = "type")]
+    pub activity_type: String,
+    pub channel: String,
+    pub status: String,
+    pub reason: String,
+    pub idempotency_key: String,
+    #[serde(with = "crate::domain::time::millis")]
+    pub scheduled_at: DateTime<Utc>,
+    #[serde(with = "crate::domain::time::millis_opt")]
+    pub suggested_execution_time: Option<DateTime<Utc>>,
+    pub user_status: Option<String>,
+    pub score: Option<i32>,
+    pub assignment_reason: Option<String>,
+    pub commerce_assignment: CommerceAssignment,
+    /// The request's override of the configured criteria, if it sent one.
+    pub target_criteria: Option<Value>,
+    pub attribute_keys: Vec<String>,
+    pub target_users: Vec<TargetUserView>,
+    pub attributes: Vec<AttributeView>,
+    pub resolution_trace: Value,
+    pub created_by: String,
+    #[serde(with = "crate::domain::time::millis")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::domain::time::millis")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ActivityDetail {
+    /// Renders a stored activity with its target users and attributes.
+    pub fn new(r: ActivityRow, targets: Vec<TargetUserRow>, attributes: Vec<AttributeRow>) -> Self {
+        Self {
+            id: r.id,
+            activity_type: r.activity_type,
+            channel: r.channel,
+            status: r.status,
+            reason: r.reason,
+            idempotency_key: r.idempotency_key,
+            scheduled_at: r.scheduled_at,
+            suggested_execution_time: r.suggested_execution_time,
+            user_status: r.user_status,
+            score: r.score,
+            assignment_reason: r.assignment_reason,
+            commerce_assignment: assignment(r.commerce_id, r.commerce_name, r.commerce_external_id),
+            target_criteria: r
+                .target_criteria
+                .and_then(|c| serde_json::to_value(c.0).ok()),
+            attribute_keys: r.attribute_keys,
+            target_users: targets.into_iter().map(TargetUserView::from).collect(),
+            attributes: attributes.into_iter().map(AttributeView::from).collect(),
+            resolution_trace: r.resolution_trace.0,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// A target user.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetUserView {
+    pub id: Uuid,
+    pub activity_id: ActivityId,
+    pub commerce_user_id: Option<Uuid>,
+    pub resolution_status: String,
+    pub resolution_strategy: String,
+    pub lock_reason: Option<String>,
+    /// The criterion type that chose the user, when a criterion did.
+    pub criterion_type: Option<String>,
+    /// The policy (name, engine, sha256) that chose the user, when one did.
+    pub policy_name: Option<String>,
+    pub policy_engine: Option<String>,
+    pub policy_version: Option<String>,
+    #[serde(with = "crate::domain::time::millis_opt")]
+    pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(with = "crate::domain::time::millis_opt")]
+    pub locked_at: Option<DateTime<Utc>>,
+    pub error_message: Option<String>,
+    pub commerce_user: Option<CommerceUserName>,
+}
+
+/// The commerce user's name, split the way the documented shape wants it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommerceUserName {
+    pub external_id: Option<String>,
+    pub name: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+impl CommerceUserName {
+    fn new(external_id: Option<String>, name: Option<String>) -> Self {
+        let (first, last) = match name.as_deref().map(str::trim) {
+            Some(n) if !n.is_empty() => match n.split_once(char::is_whitespace) {
+                Some((f, l)) => (Some(f.to_owned()), Some(l.trim().to_owned())),
+                None => (Some(n.to_owned()), None),
+            },
+            _ => (None, None),
+        };
+        Self {
+            external_id,
+            name,
+            first_name: first,
+            last_name: last,
+        }
+    }
+}
+
+impl From<TargetUserRow> for TargetUserView {
+    fn from(r: TargetUserRow) -> Self {
+        let commerce_user = r
+            .commerce_user_id
+            .map(|_| CommerceUserName::new(r.commerce_user_external_id, r.commerce_user_name));
+        Self {
+            id: r.id,
+            activity_id: r.activity_id,
+            commerce_user_id: r.commerce_user_id,
+            resolution_status: r.resolution_status,
+            resolution_strategy: r.resolution_strategy,
+            lock_reason: r.lock_reason,
+            criterion_type: r.criterion_type,
+            policy_name: r.policy_name,
+            policy_engine: r.policy_engine,
+            policy_version: r.policy_version,
+            resolved_at: r.resolved_at,
+            locked_at: r.locked_at,
+            error_message: r.error_message,
+            commerce_user,
+        }
+    }
+}
+
+impl TargetUserView {
+    /// Renders a decision just written by a create, as a read would.
+    pub fn from_decision(
+        id: Uuid,
+        activity: ActivityId,
+        t: &TargetDecision,
+        commerce: &Commerce,
+        at: DateTime<Utc>,
+    ) -> Self {
+        let user = t.commerce_user_id.and_then(|u| commerce.user(u));
+        let decided = t.commerce_user_id.map(|_| at);
+        Self {
+            id,
+            activity_id: activity,
+            commerce_user_id: t.commerce_user_id.map(|u| u.0),
+            resolution_status: t.status.as_str().to_owned(),
+            resolution_strategy: t.strategy.as_str().to_owned(),
+            lock_reason: t.lock_reason.map(|r| r.as_str().to_owned()),
+            criterion_type: t.criterion_type.clone(),
+            policy_name: t.policy.as_ref().map(|p| p.name.clone()),
+            policy_engine: t.policy.as_ref().map(|p| p.engine.as_str().to_owned()),
+            policy_version: t.policy.as_ref().map(|p| p.version.clone()),
+            resolved_at: decided,
+            locked_at: decided,
+            error_message: t.error_message.clone(),
+            commerce_user: user
+                .map(|u| CommerceUserName::new(u.external_id.clone(), u.name.clone())),
+        }
+    }
+}
+
+/// An attribute.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttributeView {
+    pub id: Uuid,
+    pub activity_id: ActivityId,
+    pub key: String,
+    pub attribute_key_id: Uuid,
+    pub value: Option<Value>,
+    pub resolution_status: String,
+    pub resolver_type: Option<String>,
+    pub policy_name: Option<String>,
+    pub policy_engine: Option<String>,
+    pub policy_version: Option<String>,
+    #[serde(with = "crate::domain::time::millis_opt")]
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub error_message: Option<String>,
+    #[serde(with = "crate::domain::time::millis")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::domain::time::millis")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<AttributeRow> for AttributeView {
+    fn from(r: AttributeRow) -> Self {
+        Self {
+            id: r.id,
+            activity_id: r.activity_id,
+            key: r.key,
+            attribute_key_id: r.attribute_key_id,
+            value: r.value.map(|v| v.0),
+            resolution_status: r.resolution_status,
+            resolver_type: r.resolver_type,
+            policy_name: r.policy_name,
+            policy_engine: r.policy_engine,
+            policy_version: r.policy_version,
+            resolved_at: r.resolved_at,
+            error_message: r.error_message,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+impl AttributeView {
+    /// Renders a decision just written by a create, as a read would.
+    pub fn from_decision(
+        id: Uuid,
+        activity: ActivityId,
+        a: &AttributeDecision,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            activity_id: activity,
+            key: a.key.clone(),
+            attribute_key_id: attribute_key_id(&a.key),
+            value: a.value.clone(),
+            resolution_status: a.status.as_str().to_owned(),
+            resolver_type: a.resolver_type.map(|r| r.as_str().to_owned()),
+            policy_name: a.policy.as_ref().map(|p| p.name.clone()),
+            policy_engine: a.policy.as_ref().map(|p| p.engine.as_str().to_owned()),
+            policy_version: a.policy.as_ref().map(|p| p.version.clone()),
+            resolved_at: a.value.as_ref().map(|_| at),
+            error_message: a.error_message.clone(),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+}
+
+/// A status event.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    pub id: Uuid,
+    pub event_type: String,
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    #[serde(with = "crate::domain::time::millis")]
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl From<EventRow> for EventView {
+    fn from(r: EventRow) -> Self {
+        Self {
+            id: r.id,
+            event_type: r.event_type,
+            from_status: r.from_status,
+            to_status: r.to_status,
+            error_code: r.error_code,
+            error_message: r.error_message,
+            occurred_at: r.occurred_at,
+        }
+    }
+}

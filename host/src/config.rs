@@ -1,0 +1,173 @@
+//! Configuration: every setting is an environment variable and a flag.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::api::auth::JwtSettings;
+use crate::store::PoolSettings;
+
+/// The `reten` command line.
+#[derive(Debug, Parser)]
+#[command(name = "reten", version, about = "The Reten activities service")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The settings of `serve`, the default command.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (the default).
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Mint a development token signed with RETEN_JWT_SECRET.
+    Token(TokenArgs),
+}
+
+/// Where the database is.
+#[derive(Clone, Debug, Args)]
+pub struct DatabaseArgs {
+    /// The Postgres URL; the database is created if it does not exist.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@localhost:5432/reten",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// The most connections the pool opens.
+    #[arg(long, env = "RETEN_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// How long a request waits for a connection before answering 503, in ms.
+    #[arg(long, env = "RETEN_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3_000)]
+    pub db_acquire_timeout_ms: u64,
+}
+
+impl DatabaseArgs {
+    /// The pool settings.
+    pub fn pool(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.db_max_connections,
+            acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+            ..PoolSettings::default()
+        }
+    }
+}
+
+/// How tokens are verified.
+#[derive(Clone, Debug, Args)]
+pub struct JwtArgs {
+    /// The HS256 secret (at least 32 bytes).
+    #[arg(long, env = "RETEN_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// A PEM public key (RS256 or ES256), or the path of a file holding one.
+    #[arg(long, env = "RETEN_JWT_PUBLIC_KEY", hide_env_values = true)]
+    pub jwt_public_key: Option<String>,
+    /// When set, tokens must carry this `iss`.
+    #[arg(long, env = "RETEN_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// When set, tokens must carry this `aud`.
+    #[arg(long, env = "RETEN_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
+impl JwtArgs {
+    /// The verifier settings; a public key given as a path is read.
+    pub fn settings(&self) -> anyhow::Result<JwtSettings> {
+        let public_key_pem = match &self.jwt_public_key {
+            Some(v) if v.trim_start().starts_with("-----BEGIN") => Some(v.clone()),
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("failed to read RETEN_JWT_PUBLIC_KEY file {path}: {e}")
+            })?),
+            None => None,
+        };
+        Ok(JwtSettings {
+            secret: self.jwt_secret.clone(),
+            public_key_pem,
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+        })
+    }
+}
+
+/// The settings of `serve`.
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    /// The address to listen on.
+    #[arg(long, env = "RETEN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// The policies directory.
+    #[arg(long, env = "RETEN_POLICIES_DIR", default_value = "policies")]
+    pub policies_dir: PathBuf,
+    /// How long in-flight requests may take to finish after SIGTERM, in seconds.
+    #[arg(long, env = "RETEN_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// How logs are written.
+#[derive(Clone, Debug, Args)]
+pub struct LogArgs {
+    /// `text` or `json`. The level comes from RUST_LOG.
+    #[arg(long, env = "RETEN_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+/// The settings of `token`.
+#[derive(Clone, Debug, Args)]
+pub struct TokenArgs {
+    /// The caller's name (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// A tenant the token may act for (repeatable).
+    #[arg(long = "tenant")]
+    pub tenants: Vec<uuid::Uuid>,
+    /// An explicit permission (repeatable), e.g. CREATE_ACTIVITY.
+    #[arg(long = "permission")]
+    pub permissions: Vec<String>,
+    /// A role (repeatable): SUPER_ADMIN, ADMIN, FDE or VIEWER.
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// How long the token lives: 90s, 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub ttl: Duration,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+}
+
+/// Parses `90s`, `30m`, `1h`, `7d`.
+pub fn parse_ttl(raw: &str) -> Result<Duration, String> {
+    let (n, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("'{raw}' is not a duration like 30m or 1h"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3_600,
+        "d" => n * 86_400,
+        _ => return Err(format!("'{raw}' has an unknown unit; use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ttls_read_like_people_write_them() {
+        assert_eq!(super::parse_ttl("1h").unwrap().as_secs(), 3_600);
+        assert_eq!(super::parse_ttl("90s").unwrap().as_secs(), 90);
+        assert!(super::parse_ttl("1y").is_err());
+    }
+}

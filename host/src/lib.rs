@@ -1,0 +1,22 @@
+//! The Reten host: an axum service that creates activities for a tenant's
+//! commerces, with target and attribute resolution delegated to the tenant's
+//! policies (Rhai scripts and WebAssembly components).
+//!
+//! Code map:
+//! - [`config`], [`telemetry`], [`startup`]: settings, logging, building and
+//!   running the app.
+//! - [`api`]: the HTTP boundary — routes, extractors, auth, problem+json.
+//! - [`domain`]: ids, enums and request values, parsed once at the edge.
+//! - [`resolve`]: target and attribute resolution over a policy snapshot.
+//!   Pure: no HTTP, no database.
+//! - [`policy`]: the registry of compiled policies, the loaders and engines.
+//! - [`store`]: Postgres queries, one module per aggregate.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod policy;
+pub mod resolve;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

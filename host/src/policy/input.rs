@@ -1,0 +1,96 @@
+//! The one input every policy gets, prepared once per request and converted
+//! to each engine's form at most once.
+
+use std::sync::{Arc, OnceLock};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::domain::commerce::{Commerce, HistoryEntry};
+use crate::domain::{ActivityType, Channel, TenantId, time};
+
+/// The activity as policies see it (`snake_case`, like the request).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ActivityInput {
+    #[serde(rename = "type")]
+    pub activity_type: ActivityType,
+    pub channel: Channel,
+    pub reason: String,
+    pub score: Option<i32>,
+    pub user_status: Option<String>,
+    pub assignment_reason: Option<String>,
+    /// UTC with milliseconds.
+    pub scheduled_at: String,
+    pub suggested_execution_time: Option<String>,
+}
+
+impl ActivityInput {
+    /// The policy view of a validated request.
+    pub fn from_new(a: &crate::domain::activity::NewActivity) -> Self {
+        Self {
+            activity_type: a.activity_type,
+            channel: a.channel,
+            reason: a.reason.clone(),
+            score: a.score,
+            user_status: a.user_status.clone(),
+            assignment_reason: a.assignment_reason.clone(),
+            scheduled_at: time::format(&a.scheduled_at),
+            suggested_execution_time: a.suggested_execution_time.as_ref().map(time::format),
+        }
+    }
+}
+
+/// Everything of the input except `config`, which changes per call.
+#[derive(Debug, Serialize)]
+pub struct BaseInput {
+    pub tenant_id: TenantId,
+    pub activity: ActivityInput,
+    pub commerce: Arc<Commerce>,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// A request's policy input, with the engine conversions cached.
+#[derive(Debug)]
+pub struct PreparedInput {
+    pub base: BaseInput,
+    rhai: OnceLock<Result<rhai::Map, String>>,
+}
+
+impl PreparedInput {
+    /// Prepares the input of one request.
+    pub fn new(base: BaseInput) -> Self {
+        Self {
+            base,
+            rhai: OnceLock::new(),
+        }
+    }
+
+    /// The whole input with `config`, as JSON: what a policy author sees.
+    pub fn to_json(&self, config: &Map<String, Value>) -> Value {
+        let mut value = serde_json::to_value(&self.base).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut value {
+            map.insert("config".into(), Value::Object(config.clone()));
+        }
+        value
+    }
+
+    /// The input as a Rhai object map, with `config` for this call.
+    pub fn rhai(&self, config: &Map<String, Value>) -> Result<rhai::Dynamic, String> {
+        let base = self
+            .rhai
+            .get_or_init(|| {
+                rhai::serde::to_dynamic(&self.base)
+                    .map_err(|e| e.to_string())
+                    .and_then(|d| {
+                        d.try_cast::<rhai::Map>()
+                            .ok_or_else(|| "input is not a map".to_owned())
+                    })
+            })
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let mut map = base.clone();
+        let config = rhai::serde::to_dynamic(config).map_err(|e| e.to_string())?;
+        map.insert("config".into(), config);
+        Ok(rhai::Dynamic::from_map(map))
+    }
+}

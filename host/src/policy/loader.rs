@@ -1,0 +1,479 @@
+//! Reads one layer of the policies directory (`global/` or one tenant's
+//! folder) from disk and compiles what changed.
+//!
+//! Invariant: a file that fails to read, compile or validate never replaces
+//! the version that serves. The layer keeps the previous version of that
+//! file (if there was one) and records the error.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::config::{self, Catalogue, ConfigError, ConfigFile};
+use super::rhai_engine::RhaiEngine;
+use super::{Compiled, EngineKind, Origin, Policy, PolicyKind};
+use crate::domain::TenantId;
+
+/// Which layer of the directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    Global,
+    Tenant(TenantId),
+}
+
+impl Scope {
+    /// The layer's folder, relative to the policies directory.
+    pub fn rel_dir(self) -> PathBuf {
+        match self {
+            Scope::Global => PathBuf::from("global"),
+            Scope::Tenant(id) => Path::new("tenants").join(id.to_string()),
+        }
+    }
+
+    /// The layer's config file name.
+    pub fn config_file(self) -> &'static str {
+        match self {
+            Scope::Global => "defaults.toml",
+            Scope::Tenant(_) => "tenant.toml",
+        }
+    }
+
+    fn origin(self) -> Origin {
+        match self {
+            Scope::Global => Origin::Global,
+            Scope::Tenant(id) => Origin::Tenant(id),
+        }
+    }
+}
+
+/// The name of the global catalogue file.
+pub const CATALOGUE_FILE: &str = "attribute-keys.toml";
+
+/// A file that did not load, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadError {
+    /// Relative to the policies directory.
+    pub path: String,
+    pub message: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    #[serde(with = "crate::domain::time::millis")]
+    pub at: DateTime<Utc>,
+}
+
+/// A config file as loaded: its parsed content and its version.
+#[derive(Clone, Debug)]
+pub struct LoadedConfig<T> {
+    pub value: T,
+    pub version: String,
+    pub loaded_at: DateTime<Utc>,
+}
+
+/// One layer, loaded.
+#[derive(Debug)]
+pub struct Layer {
+    pub scope: Scope,
+    /// `defaults.toml` or `tenant.toml`, if present and valid (or the last
+    /// valid version).
+    pub config: Option<LoadedConfig<ConfigFile>>,
+    /// `attribute-keys.toml` (global layer only).
+    pub catalogue: Option<LoadedConfig<Catalogue>>,
+    /// Every policy, by kind and name.
+    pub policies: BTreeMap<(PolicyKind, String), Arc<Policy>>,
+    /// What failed in the last load of this layer.
+    pub errors: Vec<LoadError>,
+}
+
+impl Layer {
+    /// An empty layer (a folder that does not exist).
+    pub fn empty(scope: Scope) -> Self {
+        Self {
+            scope,
+            config: None,
+            catalogue: None,
+            policies: BTreeMap::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// The names of the layer's policies of `kind`.
+    pub fn names(&self, kind: PolicyKind) -> impl Iterator<Item = &str> {
+        self.policies
+            .keys()
+            .filter(move |(k, _)| *k == kind)
+            .map(|(_, n)| n.as_str())
+    }
+}
+
+/// Compiled policies by engine and sha256: identical bytes compile once,
+/// whichever tenants hold them.
+#[derive(Default)]
+pub struct CompileCache {
+    entries: Mutex<HashMap<(EngineKind, String), Compiled>>,
+    compiles: AtomicU64,
+}
+
+impl CompileCache {
+    /// How many compilations ran since start-up (cache hits excluded).
+    pub fn compile_count(&self) -> u64 {
+        self.compiles.load(Ordering::Relaxed)
+    }
+
+    fn get(&self, engine: EngineKind, sha: &str) -> Option<Compiled> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(&(engine, sha.to_owned())).cloned()
+    }
+
+    fn insert(&self, engine: EngineKind, sha: String, compiled: Compiled) {
+        self.compiles.fetch_add(1, Ordering::Relaxed);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert((engine, sha), compiled);
+    }
+
+    /// Drops entries no loaded policy uses any more.
+    pub fn retain(&self, live: &BTreeSet<(EngineKind, String)>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|k, _| live.contains(k));
+    }
+}
+
+/// The engines a loader compiles with.
+#[derive(Clone)]
+pub struct Engines {
+    pub rhai: Arc<RhaiEngine>,
+}
+
+/// What a policy file failed with, in the admin API's shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompileFailure {
+    pub message: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+}
+
+impl From<ConfigError> for CompileFailure {
+    fn from(e: ConfigError) -> Self {
+        Self {
+            message: e.message,
+            line: e.line,
+            column: e.column,
+        }
+    }
+}
+
+/// The sha256 of some bytes, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Compiles one policy's bytes (through the cache).
+pub fn compile(
+    engines: &Engines,
+    cache: &CompileCache,
+    engine: EngineKind,
+    bytes: &[u8],
+    sha: &str,
+) -> Result<Compiled, CompileFailure> {
+    if let Some(hit) = cache.get(engine, sha) {
+        return Ok(hit);
+    }
+    let compiled = match engine {
+        EngineKind::Rhai => {
+            let source = std::str::from_utf8(bytes).map_err(|e| CompileFailure {
+                message: format!("a Rhai script must be UTF-8: {e}"),
+                line: None,
+                column: None,
+            })?;
+            let policy = engines.rhai.compile(source).map_err(|e| CompileFailure {
+                message: e.message,
+                line: e.line,
+                column: e.column,
+            })?;
+            Compiled::Rhai(Arc::new(policy))
+        }
+        EngineKind::Wasm => {
+            return Err(CompileFailure {
+                message: "WebAssembly policies are not supported by this build".into(),
+                line: None,
+                column: None,
+            });
+        }
+    };
+    cache.insert(engine, sha.to_owned(), compiled.clone());
+    Ok(compiled)
+}
+
+/// Everything a layer load needs besides the directory.
+pub struct LoadContext<'a> {
+    pub root: &'a Path,
+    pub engines: &'a Engines,
+    pub cache: &'a CompileCache,
+    /// The global layer, against which a tenant's config is checked.
+    pub global: Option<&'a Layer>,
+}
+
+/// Loads one layer, reusing what `previous` holds for unchanged or broken files.
+pub fn load_layer(ctx: &LoadContext<'_>, scope: Scope, previous: Option<&Layer>) -> Layer {
+    let rel = scope.rel_dir();
+    let dir = ctx.root.join(&rel);
+    let mut layer = Layer::empty(scope);
+    if !dir.is_dir() {
+        return layer;
+    }
+    let now = Utc::now();
+    let mut errors = Vec::new();
+
+    for kind in [PolicyKind::Criterion, PolicyKind::Attribute] {
+        let files = list_policy_files(
+            &dir.join(kind.dir()),
+            &rel.join(kind.dir()),
+            &mut errors,
+            now,
+        );
+        for (name, entries) in files {
+            let key = (kind, name.clone());
+            let kept = previous.and_then(|p| p.policies.get(&key)).cloned();
+            if entries.len() > 1 {
+                let listed: Vec<String> = entries.iter().map(|(p, _)| display(p)).collect();
+                errors.push(error_at(
+                    &entries[0].0,
+                    format!("{} define the same policy; keep one", listed.join(" and ")),
+                    None,
+                    now,
+                ));
+                if let Some(p) = kept {
+                    layer.policies.insert(key, p);
+                }
+                continue;
+            }
+            let (rel_path, engine) = &entries[0];
+            match load_policy(ctx, scope, kind, &name, *engine, rel_path, previous, now) {
+                Ok(policy) => {
+                    layer.policies.insert(key, policy);
+                }
+                Err(failure) => {
+                    errors.push(error_at(
+                        rel_path,
+                        failure.message,
+                        Some((failure.line, failure.column)),
+                        now,
+                    ));
+                    if let Some(p) = kept {
+                        layer.policies.insert(key, p);
+                    }
+                }
+            }
+        }
+    }
+
+    if scope == Scope::Global {
+        let rel_path = rel.join(CATALOGUE_FILE);
+        layer.catalogue = load_toml(
+            ctx.root,
+            &rel_path,
+            config::parse_catalogue,
+            &mut errors,
+            now,
+        )
+        .or_else(|| previous.and_then(|p| p.catalogue.clone()));
+    }
+
+    let rel_path = rel.join(scope.config_file());
+    let parsed = load_toml(
+        ctx.root,
+        &rel_path,
+        |t| config::parse_config(t, scope != Scope::Global),
+        &mut errors,
+        now,
+    );
+    layer.config = match parsed {
+        Some(loaded) => match check_config_references(&loaded.value, &layer, ctx.global) {
+            Ok(()) => Some(loaded),
+            Err(e) => {
+                errors.push(error_at(
+                    &rel_path,
+                    e.message,
+                    Some((e.line, e.column)),
+                    now,
+                ));
+                previous.and_then(|p| p.config.clone())
+            }
+        },
+        None if ctx.root.join(&rel_path).exists() => previous.and_then(|p| p.config.clone()),
+        None => None,
+    };
+
+    layer.errors = errors;
+    layer
+}
+
+#[allow(clippy::too_many_arguments)]
+fn load_policy(
+    ctx: &LoadContext<'_>,
+    scope: Scope,
+    kind: PolicyKind,
+    name: &str,
+    engine: EngineKind,
+    rel_path: &Path,
+    previous: Option<&Layer>,
+    now: DateTime<Utc>,
+) -> Result<Arc<Policy>, CompileFailure> {
+    let bytes = fs::read(ctx.root.join(rel_path)).map_err(|e| CompileFailure {
+        message: format!("could not read the file: {e}"),
+        line: None,
+        column: None,
+    })?;
+    let sha = sha256_hex(&bytes);
+    if let Some(prev) = previous.and_then(|p| p.policies.get(&(kind, name.to_owned())))
+        && prev.version == sha
+        && prev.engine == engine
+    {
+        return Ok(Arc::clone(prev));
+    }
+    let compiled = compile(ctx.engines, ctx.cache, engine, &bytes, &sha)?;
+    Ok(Arc::new(Policy {
+        name: name.to_owned(),
+        kind,
+        engine,
+        origin: scope.origin(),
+        version: sha,
+        path: rel_path.to_owned(),
+        loaded_at: now,
+        compiled,
+    }))
+}
+
+/// The policy files of one kind folder, by policy name. More than one entry
+/// for a name means the same policy exists in two engines.
+fn list_policy_files(
+    dir: &Path,
+    rel: &Path,
+    errors: &mut Vec<LoadError>,
+    now: DateTime<Utc>,
+) -> BTreeMap<String, Vec<(PathBuf, EngineKind)>> {
+    let mut out: BTreeMap<String, Vec<(PathBuf, EngineKind)>> = BTreeMap::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        let Some(parsed) = parse_policy_file_name(file_name) else {
+            continue;
+        };
+        let rel_path = rel.join(file_name);
+        // Follow symlinks: ConfigMap volumes are made of them.
+        if !fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        match parsed {
+            Ok((name, engine)) => out.entry(name).or_default().push((rel_path, engine)),
+            Err(message) => errors.push(error_at(&rel_path, message, None, now)),
+        }
+    }
+    out
+}
+
+/// Splits `role_match.rhai` into its name and engine. `None` for files that
+/// are not policies at all (hidden files, editor backups, temp files).
+pub fn parse_policy_file_name(file_name: &str) -> Option<Result<(String, EngineKind), String>> {
+    if file_name.starts_with('.') {
+        return None;
+    }
+    let (stem, ext) = file_name.rsplit_once('.')?;
+    let engine = EngineKind::from_extension(ext)?;
+    if !config::is_policy_name(stem) {
+        return Some(Err(format!(
+            "policy file names must be [a-z0-9_]+.{} (got '{file_name}')",
+            engine.extension()
+        )));
+    }
+    Some(Ok((stem.to_owned(), engine)))
+}
+
+fn load_toml<T>(
+    root: &Path,
+    rel_path: &Path,
+    parse: impl Fn(&str) -> Result<T, ConfigError>,
+    errors: &mut Vec<LoadError>,
+    now: DateTime<Utc>,
+) -> Option<LoadedConfig<T>> {
+    let path = root.join(rel_path);
+    if !path.exists() {
+        return None;
+    }
+    let result = fs::read(&path)
+        .map_err(|e| ConfigError {
+            message: format!("could not read the file: {e}"),
+            line: None,
+            column: None,
+        })
+        .and_then(|bytes| {
+            let text = String::from_utf8(bytes.clone()).map_err(|_| ConfigError {
+                message: "the file is not UTF-8".into(),
+                line: None,
+                column: None,
+            })?;
+            parse(&text).map(|value| LoadedConfig {
+                value,
+                version: sha256_hex(&bytes),
+                loaded_at: now,
+            })
+        });
+    match result {
+        Ok(loaded) => Some(loaded),
+        Err(e) => {
+            errors.push(error_at(rel_path, e.message, Some((e.line, e.column)), now));
+            None
+        }
+    }
+}
+
+fn check_config_references(
+    file: &ConfigFile,
+    layer: &Layer,
+    global: Option<&Layer>,
+) -> Result<(), ConfigError> {
+    let layers = global.into_iter().chain(std::iter::once(layer));
+    let mut criteria = BTreeSet::new();
+    let mut attribute_policies = BTreeSet::new();
+    let mut catalogue = BTreeSet::new();
+    for l in layers {
+        criteria.extend(l.names(PolicyKind::Criterion).map(str::to_uppercase));
+        attribute_policies.extend(l.names(PolicyKind::Attribute).map(str::to_owned));
+        if let Some(c) = &l.catalogue {
+            catalogue.extend(c.value.keys().cloned());
+        }
+    }
+    catalogue.extend(file.attribute_keys.keys().cloned());
+    config::check_references(file, &criteria, &catalogue, &attribute_policies)
+}
+
+fn error_at(
+    rel_path: &Path,
+    message: String,
+    position: Option<(Option<usize>, Option<usize>)>,
+    at: DateTime<Utc>,
+) -> LoadError {
+    let (line, column) = position.unwrap_or((None, None));
+    LoadError {
+        path: display(rel_path),
+        message,
+        line,
+        column,
+        at,
+    }
+}
+
+fn display(p: &Path) -> String {
+    p.to_string_lossy().replace('\\', "/")
+}

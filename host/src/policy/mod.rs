@@ -1,0 +1,302 @@
+//! Tenant policies: loading, compiling, and running them within limits.
+//!
+//! A policy is a Rhai script or a WebAssembly component that implements one
+//! target criterion or one attribute resolver. The [`registry`] holds every
+//! compiled policy and hands each request one immutable [`TenantSnapshot`].
+//!
+//! Invariant: a policy call never fails the request. Every way a call can go
+//! wrong — an error, a trap, a deadline, a memory cap, a bad or huge output —
+//! comes back as a [`PolicyFailure`] that resolution records and moves past.
+
+pub mod config;
+pub mod input;
+pub mod limits;
+pub mod loader;
+pub mod registry;
+pub mod rhai_engine;
+pub mod snapshot;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub use input::PreparedInput;
+pub use limits::Limits;
+pub use registry::Registry;
+pub use snapshot::TenantSnapshot;
+
+use crate::domain::TenantId;
+
+/// What a policy decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PolicyKind {
+    /// A target criterion, in `criteria/`.
+    Criterion,
+    /// An attribute resolver, in `attributes/`.
+    Attribute,
+}
+
+impl PolicyKind {
+    /// The folder the kind lives in.
+    pub fn dir(self) -> &'static str {
+        match self {
+            PolicyKind::Criterion => "criteria",
+            PolicyKind::Attribute => "attributes",
+        }
+    }
+
+    /// The kind whose folder is `dir`.
+    pub fn from_dir(dir: &str) -> Option<Self> {
+        match dir {
+            "criteria" => Some(PolicyKind::Criterion),
+            "attributes" => Some(PolicyKind::Attribute),
+            _ => None,
+        }
+    }
+}
+
+/// The language a policy is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EngineKind {
+    Rhai,
+    Wasm,
+}
+
+impl EngineKind {
+    /// The file extension of the engine's policies.
+    pub fn extension(self) -> &'static str {
+        match self {
+            EngineKind::Rhai => "rhai",
+            EngineKind::Wasm => "wasm",
+        }
+    }
+
+    /// The engine whose files end in `ext`.
+    pub fn from_extension(ext: &str) -> Option<Self> {
+        match ext {
+            "rhai" => Some(EngineKind::Rhai),
+            "wasm" => Some(EngineKind::Wasm),
+            _ => None,
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Rhai => "RHAI",
+            EngineKind::Wasm => "WASM",
+        }
+    }
+}
+
+/// Where a policy comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// `policies/global/`: the platform's.
+    Global,
+    /// `policies/tenants/<id>/`: the tenant's own.
+    Tenant(TenantId),
+}
+
+/// A compiled policy, ready to run.
+pub struct Policy {
+    /// The file stem: `role_match`.
+    pub name: String,
+    pub kind: PolicyKind,
+    pub engine: EngineKind,
+    pub origin: Origin,
+    /// The sha256 of the file's bytes, in hex: the policy's version.
+    pub version: String,
+    /// The file, relative to the policies directory.
+    pub path: PathBuf,
+    pub loaded_at: DateTime<Utc>,
+    compiled: Compiled,
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("engine", &self.engine)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The engine-specific compiled form, shared by every tenant whose file has
+/// the same bytes.
+#[derive(Clone)]
+pub enum Compiled {
+    Rhai(Arc<rhai_engine::RhaiPolicy>),
+}
+
+/// A candidate a criterion proposes, as the policy returned it (not yet
+/// checked against the commerce).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Candidate {
+    pub commerce_user_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Why a policy call produced no usable answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyFailure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl PolicyFailure {
+    /// A failure of `kind`.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for PolicyFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.message)
+    }
+}
+
+/// The ways a policy call fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailureKind {
+    /// The call ran past its deadline (or its operation budget).
+    Deadline,
+    /// The call hit its memory cap (or a size cap on strings, arrays, maps).
+    Memory,
+    /// The policy trapped, panicked or raised an uncaught error.
+    Trap,
+    /// The policy reported an error of its own.
+    PolicyError,
+    /// The output was not of the expected shape.
+    BadOutput,
+    /// The output was larger than allowed.
+    OutputTooLarge,
+}
+
+impl FailureKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Deadline => "DEADLINE",
+            FailureKind::Memory => "MEMORY",
+            FailureKind::Trap => "TRAP",
+            FailureKind::PolicyError => "POLICY_ERROR",
+            FailureKind::BadOutput => "BAD_OUTPUT",
+            FailureKind::OutputTooLarge => "OUTPUT_TOO_LARGE",
+        }
+    }
+}
+
+/// The outcome of one policy call, with how long it took.
+#[derive(Debug)]
+pub struct Call<T> {
+    pub result: Result<T, PolicyFailure>,
+    pub duration: Duration,
+}
+
+impl Policy {
+    /// Runs a criterion: the candidates in order of preference.
+    pub async fn resolve_criterion(
+        &self,
+        input: &PreparedInput,
+        config: &Map<String, Value>,
+        limits: &Limits,
+    ) -> Call<Vec<Candidate>> {
+        debug_assert_eq!(self.kind, PolicyKind::Criterion);
+        let started = Instant::now();
+        let result = match &self.compiled {
+            Compiled::Rhai(p) => p.resolve_criterion(input, config, limits),
+        }
+        .and_then(|candidates| {
+            if candidates.len() > limits.max_candidates {
+                Err(PolicyFailure::new(
+                    FailureKind::OutputTooLarge,
+                    format!(
+                        "returned {} candidates; at most {} are allowed",
+                        candidates.len(),
+                        limits.max_candidates
+                    ),
+                ))
+            } else {
+                Ok(candidates)
+            }
+        });
+        Call {
+            result,
+            duration: started.elapsed(),
+        }
+    }
+
+    /// Runs an attribute resolver: `Some(value)`, or `None` for "nothing".
+    pub async fn resolve_attribute(
+        &self,
+        input: &PreparedInput,
+        config: &Map<String, Value>,
+        limits: &Limits,
+    ) -> Call<Option<Value>> {
+        debug_assert_eq!(self.kind, PolicyKind::Attribute);
+        let started = Instant::now();
+        let result = match &self.compiled {
+            Compiled::Rhai(p) => p.resolve_attribute(input, config, limits),
+        }
+        .and_then(|value| check_output_size(value, limits));
+        Call {
+            result,
+            duration: started.elapsed(),
+        }
+    }
+
+    /// The name, engine and version, as recorded with every decision.
+    pub fn reference(&self) -> PolicyRef {
+        PolicyRef {
+            name: self.name.clone(),
+            engine: self.engine,
+            version: self.version.clone(),
+        }
+    }
+}
+
+fn check_output_size(
+    value: Option<Value>,
+    limits: &Limits,
+) -> Result<Option<Value>, PolicyFailure> {
+    if let Some(v) = &value {
+        let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
+        if size > limits.max_output_bytes {
+            return Err(PolicyFailure::new(
+                FailureKind::OutputTooLarge,
+                format!(
+                    "returned {size} bytes of JSON; at most {} are allowed",
+                    limits.max_output_bytes
+                ),
+            ));
+        }
+    }
+    Ok(value)
+}
+
+/// Which policy version decided something.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRef {
+    pub name: String,
+    pub engine: EngineKind,
+    pub version: String,
+}

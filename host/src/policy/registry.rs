@@ -1,0 +1,375 @@
+//! The registry of loaded policies: one atomically swapped state, from which
+//! each request takes its tenant's snapshot.
+//!
+//! Invariant: readers never wait. A reload builds a whole new state off to
+//! the side and publishes it with one pointer swap; a request that already
+//! holds a snapshot finishes on it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use chrono::Utc;
+use tokio::sync::watch;
+
+use super::loader::{self, CompileCache, Engines, Layer, LoadContext, LoadError, Scope};
+use super::rhai_engine::RhaiEngine;
+use super::snapshot::{ConfigSource, TenantSnapshot};
+use super::{Limits, PolicyKind};
+use crate::domain::TenantId;
+
+/// The published state: every layer, and every tenant's snapshot.
+#[derive(Debug)]
+pub struct RegistryState {
+    /// Bumped by every reload that published something.
+    pub generation: u64,
+    pub global: Arc<Layer>,
+    pub tenants: BTreeMap<TenantId, Arc<Layer>>,
+    /// Problems with the directory itself (a folder that is not a tenant id).
+    pub folder_errors: Vec<LoadError>,
+    snapshots: HashMap<TenantId, Arc<TenantSnapshot>>,
+    /// The snapshot of every tenant without a folder of its own.
+    global_snapshot: Arc<TenantSnapshot>,
+}
+
+impl RegistryState {
+    /// The tenant's snapshot (the global one when it has no folder).
+    pub fn snapshot(&self, tenant: TenantId) -> Arc<TenantSnapshot> {
+        self.snapshots
+            .get(&tenant)
+            .unwrap_or(&self.global_snapshot)
+            .clone()
+    }
+
+    /// Every load error, global first.
+    pub fn errors(&self) -> impl Iterator<Item = &LoadError> {
+        self.folder_errors
+            .iter()
+            .chain(self.global.errors.iter())
+            .chain(self.tenants.values().flat_map(|l| l.errors.iter()))
+    }
+}
+
+/// Settings of the registry.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryOptions {
+    /// The platform's default limits, before `defaults.toml` and `tenant.toml`.
+    pub limits: Limits,
+}
+
+/// The policy registry.
+pub struct Registry {
+    root: PathBuf,
+    engines: Engines,
+    cache: CompileCache,
+    options: RegistryOptions,
+    state: ArcSwap<RegistryState>,
+    /// Serialises reloads; readers never take it.
+    reload_lock: Mutex<()>,
+    generation_tx: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Loads the whole policies directory. Fails only if the directory
+    /// itself is missing; a broken file is recorded and skipped.
+    pub fn load(root: &Path, options: RegistryOptions) -> anyhow::Result<Self> {
+        let root = fs::canonicalize(root)
+            .with_context(|| format!("the policies directory {} does not exist", root.display()))?;
+        let engines = Engines {
+            rhai: Arc::new(RhaiEngine::new()),
+        };
+        let cache = CompileCache::default();
+        let empty = Arc::new(Layer::empty(Scope::Global));
+        let state = build_state(
+            0,
+            Arc::clone(&empty),
+            BTreeMap::new(),
+            Vec::new(),
+            &options.limits,
+        );
+        let registry = Self {
+            root,
+            engines,
+            cache,
+            options,
+            state: ArcSwap::from_pointee(state),
+            reload_lock: Mutex::new(()),
+            generation_tx: watch::channel(0).0,
+        };
+        registry.reload_all();
+        Ok(registry)
+    }
+
+    /// The policies directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The tenant's current snapshot.
+    pub fn snapshot(&self, tenant: TenantId) -> Arc<TenantSnapshot> {
+        self.state.load().snapshot(tenant)
+    }
+
+    /// The current state, for listing.
+    pub fn state(&self) -> Arc<RegistryState> {
+        self.state.load_full()
+    }
+
+    /// The current generation.
+    pub fn generation(&self) -> u64 {
+        *self.generation_tx.borrow()
+    }
+
+    /// A receiver that sees every new generation.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation_tx.subscribe()
+    }
+
+    /// How many compilations ran since start-up.
+    pub fn compile_count(&self) -> u64 {
+        self.cache.compile_count()
+    }
+
+    /// Re-reads every layer from disk. Blocking: compiles on this thread.
+    pub fn reload_all(&self) -> u64 {
+        let _guard = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.state.load_full();
+        let (tenant_ids, folder_errors) = scan_tenant_folders(&self.root);
+        let ctx = self.context(None);
+        let global = Arc::new(loader::load_layer(
+            &ctx,
+            Scope::Global,
+            Some(&current.global),
+        ));
+        let ctx = self.context(Some(&global));
+        let tenants = tenant_ids
+            .into_iter()
+            .map(|id| {
+                let layer = loader::load_layer(
+                    &ctx,
+                    Scope::Tenant(id),
+                    current.tenants.get(&id).map(|l| &**l),
+                );
+                (id, Arc::new(layer))
+            })
+            .collect();
+        self.publish(&current, global, tenants, folder_errors)
+    }
+
+    /// Re-reads the given layers from disk, keeping the others as they are.
+    /// Blocking: compiles on this thread.
+    pub fn reload(&self, scopes: &BTreeSet<Scope>) -> u64 {
+        if scopes.contains(&Scope::Global) {
+            return self.reload_all();
+        }
+        let _guard = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.state.load_full();
+        let (_, folder_errors) = scan_tenant_folders(&self.root);
+        let ctx = self.context(Some(&current.global));
+        let mut tenants = current.tenants.clone();
+        for scope in scopes {
+            let Scope::Tenant(id) = *scope else { continue };
+            let dir = self.root.join(scope.rel_dir());
+            if dir.is_dir() {
+                let layer =
+                    loader::load_layer(&ctx, *scope, current.tenants.get(&id).map(|l| &**l));
+                tenants.insert(id, Arc::new(layer));
+            } else {
+                tenants.remove(&id);
+            }
+        }
+        self.publish(
+            &current,
+            Arc::clone(&current.global),
+            tenants,
+            folder_errors,
+        )
+    }
+
+    fn context<'a>(&'a self, global: Option<&'a Layer>) -> LoadContext<'a> {
+        LoadContext {
+            root: &self.root,
+            engines: &self.engines,
+            cache: &self.cache,
+            global,
+        }
+    }
+
+    fn publish(
+        &self,
+        current: &RegistryState,
+        global: Arc<Layer>,
+        tenants: BTreeMap<TenantId, Arc<Layer>>,
+        folder_errors: Vec<LoadError>,
+    ) -> u64 {
+        let generation = current.generation + 1;
+        let state = build_state(
+            generation,
+            global,
+            tenants,
+            folder_errors,
+            &self.options.limits,
+        );
+        for error in state.errors() {
+            tracing::warn!(path = %error.path, line = ?error.line, column = ?error.column, "policy load error: {}", error.message);
+        }
+        let live: BTreeSet<_> = std::iter::once(&state.global)
+            .chain(state.tenants.values())
+            .flat_map(|l| l.policies.values())
+            .map(|p| (p.engine, p.version.clone()))
+            .collect();
+        self.cache.retain(&live);
+        self.state.store(Arc::new(state));
+        self.generation_tx.send_replace(generation);
+        generation
+    }
+}
+
+/// The tenant folders under `tenants/`, and the folders that are not tenant ids.
+fn scan_tenant_folders(root: &Path) -> (Vec<TenantId>, Vec<LoadError>) {
+    let mut ids = Vec::new();
+    let mut errors = Vec::new();
+    let Ok(entries) = fs::read_dir(root.join("tenants")) else {
+        return (ids, errors);
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        match TenantId::parse(&name) {
+            Ok(id) => ids.push(id),
+            Err(_) => errors.push(LoadError {
+                path: format!("tenants/{name}"),
+                message: "a tenant folder must be named after the tenant's id (a UUID)".into(),
+                line: None,
+                column: None,
+                at: Utc::now(),
+            }),
+        }
+    }
+    ids.sort();
+    (ids, errors)
+}
+
+fn build_state(
+    generation: u64,
+    global: Arc<Layer>,
+    tenants: BTreeMap<TenantId, Arc<Layer>>,
+    folder_errors: Vec<LoadError>,
+    base_limits: &Limits,
+) -> RegistryState {
+    let global_snapshot = Arc::new(merge(generation, &global, None, base_limits));
+    let snapshots = tenants
+        .iter()
+        .map(|(id, layer)| {
+            (
+                *id,
+                Arc::new(merge(generation, &global, Some(layer), base_limits)),
+            )
+        })
+        .collect();
+    RegistryState {
+        generation,
+        global,
+        tenants,
+        folder_errors,
+        snapshots,
+        global_snapshot,
+    }
+}
+
+/// The effective set of one tenant: the global layer, the tenant's on top.
+fn merge(
+    generation: u64,
+    global: &Layer,
+    tenant: Option<&Layer>,
+    base_limits: &Limits,
+) -> TenantSnapshot {
+    let global_cfg = global.config.as_ref().map(|c| &c.value);
+    let tenant_cfg = tenant.and_then(|t| t.config.as_ref()).map(|c| &c.value);
+
+    let (target_configs, target_configs_source) = match (
+        tenant_cfg.and_then(|c| c.target_resolution.clone()),
+        global_cfg.and_then(|c| c.target_resolution.clone()),
+    ) {
+        (Some(t), _) => (t, ConfigSource::Tenant),
+        (None, Some(g)) => (g, ConfigSource::Global),
+        (None, None) => (Vec::new(), ConfigSource::Implicit),
+    };
+
+    let mut catalogue = BTreeMap::new();
+    if let Some(c) = &global.catalogue {
+        catalogue.extend(
+            c.value
+                .iter()
+                .map(|(k, v)| (k.clone(), (v.clone(), ConfigSource::Global))),
+        );
+    }
+    if let Some(t) = tenant_cfg {
+        catalogue.extend(
+            t.attribute_keys
+                .iter()
+                .map(|(k, v)| (k.clone(), (v.clone(), ConfigSource::Tenant))),
+        );
+    }
+
+    let mut attribute_settings = BTreeMap::new();
+    if let Some(g) = global_cfg {
+        attribute_settings.extend(
+            g.attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), (v.clone(), ConfigSource::Global))),
+        );
+    }
+    if let Some(t) = tenant_cfg {
+        attribute_settings.extend(
+            t.attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), (v.clone(), ConfigSource::Tenant))),
+        );
+    }
+
+    let mut criteria = BTreeMap::new();
+    let mut attribute_policies = BTreeMap::new();
+    for layer in std::iter::once(global).chain(tenant) {
+        for ((kind, name), policy) in &layer.policies {
+            match kind {
+                PolicyKind::Criterion => criteria.insert(name.to_uppercase(), Arc::clone(policy)),
+                PolicyKind::Attribute => {
+                    attribute_policies.insert(name.clone(), Arc::clone(policy))
+                }
+            };
+        }
+    }
+
+    let mut limits = *base_limits;
+    for cfg in global_cfg.into_iter().chain(tenant_cfg) {
+        if let Some(o) = &cfg.limits {
+            // Already checked when the file was parsed.
+            limits = limits.with_overrides(o).unwrap_or(limits);
+        }
+    }
+
+    TenantSnapshot {
+        generation,
+        target_configs,
+        target_configs_source,
+        catalogue,
+        attribute_settings,
+        criteria,
+        attribute_policies,
+        limits,
+    }
+}

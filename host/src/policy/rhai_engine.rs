@@ -1,0 +1,255 @@
+//! The Rhai engine: one shared, locked-down engine; one compiled AST per file.
+//!
+//! A script has no I/O: no modules, no `eval`, no clock, and `print`/`debug`
+//! go nowhere. Every call is bounded by an operation budget, call depth,
+//! string/array/map sizes and a wall-clock deadline.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
+use serde_json::{Map, Value};
+
+use super::{Candidate, FailureKind, Limits, PolicyFailure, PreparedInput};
+
+/// The operation budget of one call: a backstop behind the deadline.
+const MAX_OPERATIONS: u64 = 5_000_000;
+/// How often (in operations) the deadline is checked.
+const DEADLINE_CHECK_EVERY: u64 = 256;
+
+thread_local! {
+    /// The deadline of the call running on this thread. A Rhai call never
+    /// yields, so the thread that starts it runs it to the end.
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The shared engine.
+pub struct RhaiEngine {
+    engine: Engine,
+}
+
+impl Default for RhaiEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RhaiEngine {
+    /// Builds the locked-down engine.
+    pub fn new() -> Self {
+        let mut engine = Engine::new();
+        engine
+            .set_max_operations(MAX_OPERATIONS)
+            .set_max_call_levels(32)
+            .set_max_expr_depths(64, 32)
+            .set_max_string_size(256 << 10)
+            .set_max_array_size(10_000)
+            .set_max_map_size(10_000)
+            .set_max_variables(1_000)
+            .set_max_functions(500)
+            .set_strict_variables(true)
+            .disable_symbol("eval")
+            .on_print(|_| {})
+            .on_debug(|_, _, _| {})
+            .on_progress(|ops| {
+                if ops % DEADLINE_CHECK_EVERY != 0 {
+                    return None;
+                }
+                let late = DEADLINE.with(|d| d.get().is_some_and(|d| Instant::now() >= d));
+                late.then(|| Dynamic::from("deadline"))
+            });
+        Self { engine }
+    }
+
+    /// Compiles a script and checks that it defines `fn resolve(input)`.
+    pub fn compile(self: &Arc<Self>, source: &str) -> Result<RhaiPolicy, CompileError> {
+        let ast = self.engine.compile(source).map_err(|e| CompileError {
+            message: e.err_type().to_string(),
+            line: e.position().line(),
+            column: e.position().position(),
+        })?;
+        let has_resolve = ast
+            .iter_functions()
+            .any(|f| f.name == "resolve" && f.params.len() == 1);
+        if !has_resolve {
+            return Err(CompileError {
+                message: "the script must define `fn resolve(input)`".into(),
+                line: None,
+                column: None,
+            });
+        }
+        Ok(RhaiPolicy {
+            engine: Arc::clone(self),
+            ast,
+        })
+    }
+}
+
+/// A Rhai compile error, with its position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompileError {
+    pub message: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+}
+
+/// One compiled script.
+pub struct RhaiPolicy {
+    engine: Arc<RhaiEngine>,
+    ast: AST,
+}
+
+impl RhaiPolicy {
+    fn call(
+        &self,
+        input: &PreparedInput,
+        config: &Map<String, Value>,
+        limits: &Limits,
+    ) -> Result<Dynamic, PolicyFailure> {
+        let arg = input.rhai(config).map_err(|e| {
+            PolicyFailure::new(
+                FailureKind::Trap,
+                format!("could not convert the input: {e}"),
+            )
+        })?;
+        let _guard = DeadlineGuard::set(Instant::now() + limits.deadline);
+        let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
+        self.engine
+            .engine
+            .call_fn_with_options::<Dynamic>(
+                options,
+                &mut Scope::new(),
+                &self.ast,
+                "resolve",
+                (arg,),
+            )
+            .map_err(|e| failure(*e, limits))
+    }
+
+    /// Runs the script as a criterion: it must return an array of user ids
+    /// (strings), or of `#{id, note}` maps.
+    pub fn resolve_criterion(
+        &self,
+        input: &PreparedInput,
+        config: &Map<String, Value>,
+        limits: &Limits,
+    ) -> Result<Vec<Candidate>, PolicyFailure> {
+        let out = self.call(input, config, limits)?;
+        let Some(items) = out.clone().try_cast::<rhai::Array>() else {
+            return Err(bad_output(format!(
+                "a criterion must return an array of user ids, got {}",
+                out.type_name()
+            )));
+        };
+        if items.len() > limits.max_candidates {
+            return Err(PolicyFailure::new(
+                FailureKind::OutputTooLarge,
+                format!(
+                    "returned {} candidates; at most {} are allowed",
+                    items.len(),
+                    limits.max_candidates
+                ),
+            ));
+        }
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| candidate(i, item))
+            .collect()
+    }
+
+    /// Runs the script as an attribute resolver: `()` means nothing.
+    pub fn resolve_attribute(
+        &self,
+        input: &PreparedInput,
+        config: &Map<String, Value>,
+        limits: &Limits,
+    ) -> Result<Option<Value>, PolicyFailure> {
+        let out = self.call(input, config, limits)?;
+        if out.is_unit() {
+            return Ok(None);
+        }
+        let value: Value = rhai::serde::from_dynamic(&out)
+            .map_err(|e| bad_output(format!("the value cannot be represented as JSON: {e}")))?;
+        Ok(Some(value))
+    }
+}
+
+fn candidate(i: usize, item: Dynamic) -> Result<Candidate, PolicyFailure> {
+    if item.is_string() {
+        return Ok(Candidate {
+            commerce_user_id: item.to_string(),
+            note: None,
+        });
+    }
+    if let Some(map) = item.clone().try_cast::<rhai::Map>() {
+        let id = map
+            .get("id")
+            .filter(|d| d.is_string())
+            .map(ToString::to_string);
+        let note = map
+            .get("note")
+            .filter(|d| d.is_string())
+            .map(ToString::to_string);
+        if let Some(commerce_user_id) = id {
+            return Ok(Candidate {
+                commerce_user_id,
+                note,
+            });
+        }
+    }
+    Err(bad_output(format!(
+        "candidate {i} must be a user id string or #{{id, note}}, got {}",
+        item.type_name()
+    )))
+}
+
+fn bad_output(message: String) -> PolicyFailure {
+    PolicyFailure::new(FailureKind::BadOutput, message)
+}
+
+fn failure(err: EvalAltResult, limits: &Limits) -> PolicyFailure {
+    use EvalAltResult as E;
+    match err {
+        E::ErrorTerminated(..) => PolicyFailure::new(
+            FailureKind::Deadline,
+            format!(
+                "stopped at its deadline of {} ms",
+                limits.deadline.as_millis()
+            ),
+        ),
+        E::ErrorTooManyOperations(pos) => PolicyFailure::new(
+            FailureKind::Deadline,
+            format!("stopped after {MAX_OPERATIONS} operations (at {pos})"),
+        ),
+        E::ErrorDataTooLarge(what, pos) => PolicyFailure::new(
+            FailureKind::Memory,
+            format!("{what} exceeds its size cap (at {pos})"),
+        ),
+        E::ErrorStackOverflow(pos) => PolicyFailure::new(
+            FailureKind::Memory,
+            format!("call depth exceeds its cap (at {pos})"),
+        ),
+        E::ErrorRuntime(value, pos) => PolicyFailure::new(
+            FailureKind::PolicyError,
+            format!("{value} (thrown at {pos})"),
+        ),
+        other => PolicyFailure::new(FailureKind::Trap, other.to_string()),
+    }
+}
+
+/// Sets this thread's deadline for the span of one call.
+struct DeadlineGuard(Option<Instant>);
+
+impl DeadlineGuard {
+    fn set(deadline: Instant) -> Self {
+        Self(DEADLINE.with(|d| d.replace(Some(deadline))))
+    }
+}
+
+impl Drop for DeadlineGuard {
+    fn drop(&mut self) {
+        DEADLINE.with(|d| d.set(self.0));
+    }
+}

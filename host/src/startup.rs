@@ -1,0 +1,118 @@
+//! Building the application from its settings, and running it until a
+//! shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::ServeArgs;
+use crate::policy::Registry;
+use crate::policy::registry::RegistryOptions;
+use crate::store;
+
+/// A built application, bound to its port, not yet serving.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    grace: Duration,
+}
+
+impl App {
+    /// Creates the database if needed, migrates it, loads the policies and
+    /// binds the listener.
+    pub async fn build(args: &ServeArgs) -> anyhow::Result<Self> {
+        let auth = Arc::new(api::auth::Authenticator::new(&args.jwt.settings()?)?);
+        store::ensure_database(&args.database.database_url).await?;
+        let pool = store::connect(&args.database.database_url, &args.database.pool()).await?;
+        store::migrate(&pool).await?;
+        let policies_dir = args.policies_dir.clone();
+        let registry = tokio::task::spawn_blocking(move || {
+            Registry::load(&policies_dir, RegistryOptions::default())
+        })
+        .await
+        .context("the policy loader panicked")??;
+        let registry = Arc::new(registry);
+        let listener = TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", args.listen))?;
+        let state = AppState {
+            pool,
+            registry,
+            auth,
+            tenants: Default::default(),
+        };
+        Ok(Self {
+            listener,
+            state,
+            grace: Duration::from_secs(args.shutdown_grace_secs),
+        })
+    }
+
+    /// The address the service listens on.
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish
+    /// within the grace period.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let addr = self.local_addr()?;
+        let registry = self.state.registry.state();
+        tracing::info!(%addr, generation = registry.generation, load_errors = registry.errors().count(), "serving");
+        let router = api::router(self.state.clone());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server = axum::serve(self.listener, router).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, finishing in-flight requests");
+            let _ = stop_tx.send(true);
+        });
+        let grace = self.grace;
+        let mut stop_rx2 = stop_rx.clone();
+        let deadline = async move {
+            let _ = stop_rx2.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = server => result.context("the server failed")?,
+            () = deadline => tracing::warn!("grace period over; dropping unfinished requests"),
+        }
+        self.state.pool.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,109 @@
+//! Postgres: the pool, the migrations, and one module of queries per
+//! aggregate. Every query takes the tenant id and filters on it.
+//!
+//! Invariant: no query reads or writes a row without `tenant_id = $1` (or a
+//! join on it), so one tenant's data never reaches another's request.
+
+pub mod activities;
+pub mod commerces;
+pub mod tenants;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+/// The migrations in `migrations/`, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Settings of the connection pool.
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// How long a request waits for a connection before it answers 503.
+    pub acquire_timeout: Duration,
+    /// The longest any one statement may run.
+    pub statement_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Creates the database named in `url` if it does not exist yet.
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    if !Postgres::database_exists(url)
+        .await
+        .context("failed to reach Postgres to check that the database exists")?
+    {
+        tracing::info!("creating the database named in DATABASE_URL");
+        Postgres::create_database(url)
+            .await
+            .context("failed to create the database")?;
+    }
+    Ok(())
+}
+
+/// Opens the pool.
+pub async fn connect(url: &str, settings: &PoolSettings) -> anyhow::Result<PgPool> {
+    let statement_timeout = settings.statement_timeout.as_millis().to_string();
+    let options = PgConnectOptions::from_str(url)
+        .context("DATABASE_URL is not a valid Postgres URL")?
+        .application_name("reten")
+        .options([("statement_timeout", statement_timeout.as_str())]);
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .min_connections(1)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_with(options)
+        .await
+        .context("failed to connect to Postgres")
+}
+
+/// Applies the pending migrations.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("failed to apply the migrations")?;
+    Ok(())
+}
+
+/// The name of the unique or foreign-key constraint a database error broke.
+pub fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) if db.is_unique_violation() || db.is_foreign_key_violation() => {
+            db.constraint()
+        }
+        _ => None,
+    }
+}
+
+/// One page of a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// 1-based.
+    pub page: u32,
+    pub per_page: u32,
+}
+
+impl Page {
+    /// The SQL `OFFSET`.
+    pub fn offset(&self) -> i64 {
+        i64::from(self.page - 1) * i64::from(self.per_page)
+    }
+
+    /// The SQL `LIMIT`.
+    pub fn limit(&self) -> i64 {
+        i64::from(self.per_page)
+    }
+}

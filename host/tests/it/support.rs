@@ -1,0 +1,329 @@
+//! The test harness: the real router over a fresh database and a private
+//! copy of the repository's policies directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use reten_host::api::auth::{self, Authenticator, Claims, JwtSettings};
+use reten_host::api::{self, AppState};
+use reten_host::domain::TenantId;
+use reten_host::policy::Registry;
+use reten_host::policy::registry::RegistryOptions;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tempfile::TempDir;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// The HS256 secret every test token is signed with.
+pub const SECRET: &str = "test-secret-test-secret-test-secret!";
+
+/// One running app.
+pub struct TestApp {
+    pub router: Router,
+    pub state: AppState,
+    pub pool: PgPool,
+    /// The app's policies directory (a copy of the repository's).
+    pub policies: TempDir,
+}
+
+/// A response, with its body parsed as JSON (or `Null` when empty).
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl TestResponse {
+    /// The fields named by a problem's `errors`.
+    pub fn error_fields(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Asserts the status, printing the body when it differs.
+    #[track_caller]
+    pub fn assert_status(&self, expected: StatusCode) -> &Self {
+        assert_eq!(
+            self.status, expected,
+            "unexpected status; body: {:#}",
+            self.body
+        );
+        self
+    }
+}
+
+/// The repository's `policies/` directory.
+pub fn repo_policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+impl TestApp {
+    /// An app over `pool` with a copy of the repository's policies.
+    pub async fn new(pool: PgPool) -> Self {
+        let policies = tempfile::tempdir().unwrap();
+        copy_dir(&repo_policies(), policies.path());
+        Self::with_policies(pool, policies).await
+    }
+
+    /// An app over `pool` with the given policies directory.
+    pub async fn with_policies(pool: PgPool, policies: TempDir) -> Self {
+        let registry = Registry::load(policies.path(), RegistryOptions::default()).unwrap();
+        let auth = Authenticator::new(&JwtSettings {
+            secret: Some(SECRET.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let state = AppState {
+            pool: pool.clone(),
+            registry: Arc::new(registry),
+            auth: Arc::new(auth),
+            tenants: Default::default(),
+        };
+        Self {
+            router: api::router(state.clone()),
+            state,
+            pool,
+            policies,
+        }
+    }
+
+    /// Sends one request through the real router.
+    pub async fn send(&self, req: Request<Body>) -> TestResponse {
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Sends a JSON request with a token and a tenant header.
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        tenant: Option<TenantId>,
+        body: Option<&Value>,
+    ) -> TestResponse {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(t) = tenant {
+            req = req.header("x-tenant-id", t.to_string());
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        };
+        self.send(req.unwrap()).await
+    }
+
+    /// `GET` as the tenant's admin.
+    pub async fn get(&self, tenant: TenantId, uri: &str) -> TestResponse {
+        self.call(
+            Method::GET,
+            uri,
+            Some(&admin_token(tenant)),
+            Some(tenant),
+            None,
+        )
+        .await
+    }
+
+    /// `POST` as the tenant's admin.
+    pub async fn post(&self, tenant: TenantId, uri: &str, body: &Value) -> TestResponse {
+        self.call(
+            Method::POST,
+            uri,
+            Some(&admin_token(tenant)),
+            Some(tenant),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Creates a tenant through the API and returns its id.
+    pub async fn create_tenant(&self, slug: &str) -> TenantId {
+        let res = self
+            .call(
+                Method::POST,
+                "/api/tenant/setup",
+                Some(&super_admin_token()),
+                None,
+                Some(&json!({"name": slug, "slug": slug})),
+            )
+            .await;
+        res.assert_status(StatusCode::CREATED);
+        TenantId::parse(res.body["id"].as_str().unwrap()).unwrap()
+    }
+
+    /// Syncs commerces for a tenant through the API.
+    pub async fn sync(&self, tenant: TenantId, items: Value) -> TestResponse {
+        self.post(tenant, "/api/commerces/sync", &json!({ "items": items }))
+            .await
+    }
+
+    /// A tenant with the standard commerce `c-1`; returns the tenant and the
+    /// commerce's id.
+    pub async fn seeded(&self, slug: &str) -> (TenantId, Uuid) {
+        let tenant = self.create_tenant(slug).await;
+        self.sync(tenant, json!([standard_commerce("c-1")]))
+            .await
+            .assert_status(StatusCode::CREATED);
+        let commerce = self.commerce_id(tenant, "c-1").await;
+        (tenant, commerce)
+    }
+
+    /// The id of a commerce by external id.
+    pub async fn commerce_id(&self, tenant: TenantId, external_id: &str) -> Uuid {
+        let res = self
+            .get(tenant, &format!("/api/commerces?external_id={external_id}"))
+            .await;
+        res.assert_status(StatusCode::OK);
+        Uuid::parse_str(res.body["data"][0]["id"].as_str().expect("commerce exists")).unwrap()
+    }
+
+    /// The id of a commerce user by external id.
+    pub async fn user_id(&self, tenant: TenantId, commerce: Uuid, external_id: &str) -> String {
+        let res = self
+            .get(tenant, &format!("/api/commerces/{commerce}"))
+            .await;
+        let users = res.body["users"].as_array().unwrap();
+        users
+            .iter()
+            .find(|u| u["externalId"] == external_id)
+            .expect("user exists")["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Creates an activity as the tenant's admin.
+    pub async fn create_activity(&self, tenant: TenantId, body: &Value) -> TestResponse {
+        self.post(tenant, "/api/activities", body).await
+    }
+
+    /// Writes a file under the tenant's policy folder and reloads that tenant.
+    pub fn write_tenant_file(&self, tenant: TenantId, rel: &str, contents: &str) {
+        let path = self
+            .policies
+            .path()
+            .join("tenants")
+            .join(tenant.to_string())
+            .join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+        self.state.registry.reload_all();
+    }
+
+    /// The number of rows in a table.
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+/// The commerce most tests use: Maria the owner (WhatsApp), Juan the
+/// commerce rep (phone), Ana in orders (e-mail only), Pedro inactive rep.
+pub fn standard_commerce(external_id: &str) -> Value {
+    json!({
+        "external_id": external_id,
+        "name": "Almacén Don Pepe",
+        "tax_id": format!("tax-{external_id}"),
+        "metadata": {"segment": "gold", "promotions": [{"code": "2x1"}]},
+        "addresses": [
+            {"street": "Av. Siempre Viva", "street_number": "742", "city": "Santiago", "is_primary": true},
+            {"street": "Calle Falsa", "street_number": "123", "city": "Santiago"}
+        ],
+        "users": [
+            {"external_id": "u-maria", "name": "Maria Gonzalez", "roles": ["OWNER"],
+             "contacts": [{"contact_type": "WHATSAPP", "value": "+56911111111", "is_primary": true}]},
+            {"external_id": "u-juan", "name": "Juan Perez", "roles": ["COMMERCE_REP"],
+             "contacts": [{"contact_type": "PHONE", "value": "+56922222222", "is_primary": true}]},
+            {"external_id": "u-ana", "name": "Ana Diaz", "roles": ["ORDERS"],
+             "contacts": [{"contact_type": "EMAIL", "value": "ana@example.com", "is_primary": true}]},
+            {"external_id": "u-pedro", "name": "Pedro Inactivo", "roles": ["COMMERCE_REP"], "is_active": false,
+             "contacts": [{"contact_type": "PHONE", "value": "+56933333333"}]}
+        ]
+    })
+}
+
+/// The seed's example body, for `commerce`.
+pub fn seed_body(commerce: Uuid, key: &str) -> Value {
+    json!({
+        "type": "MESSAGE",
+        "reason": "Monthly promotion",
+        "channel": "WHATSAPP",
+        "commerce_id": commerce,
+        "idempotency_key": key,
+        "scheduled_at": "2025-01-16T09:00:00.000Z",
+        "attribute_keys": ["commerce_info"]
+    })
+}
+
+/// A token with `claims` filled in around the given fields.
+pub fn token(sub: &str, tenants: &[TenantId], roles: &[&str], permissions: &[&str]) -> String {
+    let claims = Claims {
+        sub: sub.into(),
+        exp: chrono::Utc::now().timestamp() + 3_600,
+        nbf: None,
+        iat: None,
+        iss: None,
+        aud: None,
+        tenant_ids: tenants.iter().map(|t| t.0).collect(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    auth::mint(SECRET, &claims).unwrap()
+}
+
+/// An ADMIN of one tenant.
+pub fn admin_token(tenant: TenantId) -> String {
+    token("admin@test", &[tenant], &["ADMIN"], &[])
+}
+
+/// A SUPER_ADMIN.
+pub fn super_admin_token() -> String {
+    token("root@test", &[], &["SUPER_ADMIN"], &[])
+}
