@@ -28,6 +28,20 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Mint a development token signed with RETEN_JWT_SECRET.
     Token(TokenArgs),
+    /// Work with policy files offline.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `reten policy …`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Compile and validate Rhai and Wasm policies and TOML configs: a file,
+    /// a global/ or tenants/<id>/ folder, or a whole policies directory.
+    Check {
+        /// What to check.
+        path: PathBuf,
+    },
 }
 
 /// Where the database is.
@@ -82,9 +96,10 @@ impl JwtArgs {
     pub fn settings(&self) -> anyhow::Result<JwtSettings> {
         let public_key_pem = match &self.jwt_public_key {
             Some(v) if v.trim_start().starts_with("-----BEGIN") => Some(v.clone()),
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                anyhow::anyhow!("failed to read RETEN_JWT_PUBLIC_KEY file {path}: {e}")
-            })?),
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("failed to read RETEN_JWT_PUBLIC_KEY file {path}: {e}"))?,
+            ),
             None => None,
         };
         Ok(JwtSettings {
@@ -109,6 +124,12 @@ pub struct ServeArgs {
     /// The policies directory.
     #[arg(long, env = "RETEN_POLICIES_DIR", default_value = "policies")]
     pub policies_dir: PathBuf,
+    /// Policy file events closer together than this are handled as one, in ms.
+    #[arg(long, env = "RETEN_POLICY_DEBOUNCE_MS", default_value_t = 100)]
+    pub policy_debounce_ms: u64,
+    /// How often the whole policies directory is re-read regardless of events, in seconds.
+    #[arg(long, env = "RETEN_POLICY_RESCAN_SECS", default_value_t = 30)]
+    pub policy_rescan_secs: u64,
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "RETEN_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
@@ -149,9 +170,7 @@ pub struct TokenArgs {
 /// Parses `90s`, `30m`, `1h`, `7d`.
 pub fn parse_ttl(raw: &str) -> Result<Duration, String> {
     let (n, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("'{raw}' is not a duration like 30m or 1h"))?;
+    let n: u64 = n.parse().map_err(|_| format!("'{raw}' is not a duration like 30m or 1h"))?;
     let secs = match unit {
         "s" | "" => n,
         "m" => n * 60,

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use reten_host::api::auth::{self, Claims};
-use reten_host::config::{Cli, Command, TokenArgs};
+use reten_host::config::{Cli, Command, PolicyCommand, TokenArgs};
 use reten_host::startup::{App, shutdown_signal};
 use reten_host::{store, telemetry};
 
@@ -21,6 +21,7 @@ async fn main() -> ExitCode {
             migrate(args).await
         }
         Command::Token(args) => token(&args),
+        Command::Policy(PolicyCommand::Check { path }) => policy_check(&path),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -46,14 +47,9 @@ async fn migrate(args: reten_host::config::DatabaseArgs) -> anyhow::Result<()> {
 
 fn token(args: &TokenArgs) -> anyhow::Result<()> {
     let settings = args.jwt.settings()?;
-    let secret = settings
-        .secret
-        .ok_or_else(|| anyhow::anyhow!("RETEN_JWT_SECRET must be set to mint a token"))?;
+    let secret = settings.secret.ok_or_else(|| anyhow::anyhow!("RETEN_JWT_SECRET must be set to mint a token"))?;
     if secret.len() < auth::MIN_SECRET_BYTES {
-        anyhow::bail!(
-            "RETEN_JWT_SECRET must be at least {} bytes long",
-            auth::MIN_SECRET_BYTES
-        );
+        anyhow::bail!("RETEN_JWT_SECRET must be at least {} bytes long", auth::MIN_SECRET_BYTES);
     }
     let now = chrono::Utc::now().timestamp();
     let claims = Claims {
@@ -68,5 +64,29 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
         permissions: args.permissions.clone(),
     };
     println!("{}", auth::mint(&secret, &claims)?);
+    Ok(())
+}
+
+fn policy_check(path: &std::path::Path) -> anyhow::Result<()> {
+    let results = reten_host::policy::check::check(path)?;
+    let mut failed = 0;
+    for r in &results {
+        match &r.outcome {
+            Ok(summary) => println!("ok     {}  {summary}", r.path),
+            Err(e) => {
+                failed += 1;
+                let position = match (e.line, e.column) {
+                    (Some(l), Some(c)) => format!(":{l}:{c}"),
+                    (Some(l), None) => format!(":{l}"),
+                    _ => String::new(),
+                };
+                println!("error  {}{position}  {}", r.path, e.message);
+            }
+        }
+    }
+    println!("{} checked, {failed} failed", results.len());
+    if failed > 0 {
+        anyhow::bail!("{failed} file(s) failed the check");
+    }
     Ok(())
 }

@@ -13,6 +13,7 @@ use crate::api::{self, AppState};
 use crate::config::ServeArgs;
 use crate::policy::Registry;
 use crate::policy::registry::RegistryOptions;
+use crate::policy::watcher::{self, WatchOptions, Watcher};
 use crate::store;
 
 /// A built application, bound to its port, not yet serving.
@@ -20,6 +21,7 @@ pub struct App {
     listener: TcpListener,
     state: AppState,
     grace: Duration,
+    _watcher: Watcher,
 }
 
 impl App {
@@ -31,26 +33,22 @@ impl App {
         let pool = store::connect(&args.database.database_url, &args.database.pool()).await?;
         store::migrate(&pool).await?;
         let policies_dir = args.policies_dir.clone();
-        let registry = tokio::task::spawn_blocking(move || {
-            Registry::load(&policies_dir, RegistryOptions::default())
-        })
-        .await
-        .context("the policy loader panicked")??;
-        let registry = Arc::new(registry);
-        let listener = TcpListener::bind(&args.listen)
+        let registry = tokio::task::spawn_blocking(move || Registry::load(&policies_dir, RegistryOptions::default()))
             .await
-            .with_context(|| format!("failed to listen on {}", args.listen))?;
-        let state = AppState {
-            pool,
-            registry,
-            auth,
-            tenants: Default::default(),
-        };
-        Ok(Self {
-            listener,
-            state,
-            grace: Duration::from_secs(args.shutdown_grace_secs),
-        })
+            .context("the policy loader panicked")??;
+        let registry = Arc::new(registry);
+        let watcher = watcher::spawn(
+            Arc::clone(&registry),
+            WatchOptions {
+                debounce: Duration::from_millis(args.policy_debounce_ms),
+                rescan_every: Duration::from_secs(args.policy_rescan_secs.max(1)),
+            },
+        )
+        .context("failed to watch the policies directory")?;
+        let listener =
+            TcpListener::bind(&args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;
+        let state = AppState { pool, registry, auth, tenants: Default::default() };
+        Ok(Self { listener, state, grace: Duration::from_secs(args.shutdown_grace_secs), _watcher: watcher })
     }
 
     /// The address the service listens on.
@@ -65,10 +63,7 @@ impl App {
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish
     /// within the grace period.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
         let registry = self.state.registry.state();
         tracing::info!(%addr, generation = registry.generation, load_errors = registry.errors().count(), "serving");

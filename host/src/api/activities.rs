@@ -12,9 +12,7 @@ use uuid::Uuid;
 
 use super::auth::{Tenant, perm};
 use super::extract::{JsonBody, ListResponse, QueryParams, path_id};
-use super::views::{
-    ActivityDetail, ActivitySummary, AttributeView, CreatedActivity, EventView, TargetUserView,
-};
+use super::views::{ActivityDetail, ActivitySummary, AttributeView, CreatedActivity, EventView, TargetUserView};
 use super::{ApiError, AppState};
 use crate::domain::activity::NewActivity;
 use crate::domain::{ActivityId, ActivityStatus, ActivityType, Channel, CommerceId, time};
@@ -43,16 +41,13 @@ async fn create(
     let activity = NewActivity::parse(&body, &*snapshot).map_err(ApiError::Validation)?;
 
     // Fast path: a known key answers 409 before any policy runs.
-    if let Some(holder) =
-        store::find_by_idempotency_key(&state.pool, tenant, &activity.idempotency_key).await?
-    {
+    if let Some(holder) = store::find_by_idempotency_key(&state.pool, tenant, &activity.idempotency_key).await? {
         return Err(ApiError::duplicate_key(&activity.idempotency_key, holder));
     }
 
-    let (commerce, history) =
-        crate::store::commerces::load_for_resolution(&state.pool, tenant, activity.commerce_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("commerce", activity.commerce_id))?;
+    let (commerce, history) = crate::store::commerces::load_for_resolution(&state.pool, tenant, activity.commerce_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("commerce", activity.commerce_id))?;
     let commerce = Arc::new(commerce);
 
     let input = resolve::prepare_input(tenant, &activity, Arc::clone(&commerce), history);
@@ -61,11 +56,7 @@ async fn create(
     let id = ActivityId::new();
     let created_at = Utc::now().trunc_subsecs(6);
     let target_user_id = Uuid::new_v4();
-    let attribute_ids: Vec<Uuid> = resolution
-        .attributes
-        .iter()
-        .map(|_| Uuid::new_v4())
-        .collect();
+    let attribute_ids: Vec<Uuid> = resolution.attributes.iter().map(|_| Uuid::new_v4()).collect();
     let record = NewRecord {
         tenant,
         id,
@@ -90,10 +81,7 @@ async fn create(
         reason: activity.reason.clone(),
         idempotency_key: activity.idempotency_key.clone(),
         scheduled_at: activity.scheduled_at,
-        commerce_assignment: super::views::CommerceAssignment {
-            commerce_id: activity.commerce_id,
-            commerce: None,
-        },
+        commerce_assignment: super::views::CommerceAssignment { commerce_id: activity.commerce_id, commerce: None },
         target_users: vec![TargetUserView::from_decision(
             target_user_id,
             id,
@@ -126,9 +114,7 @@ async fn list(
         status: q.parse("status", |s| s.parse::<ActivityStatus>()),
         activity_type: q.parse("type", |s| s.parse::<ActivityType>()),
         channel: q.parse("channel", |s| s.parse::<Channel>()),
-        commerce_id: q.parse("commerce_id", |s| {
-            CommerceId::parse(s).map_err(|_| "must be a UUID".to_owned())
-        }),
+        commerce_id: q.parse("commerce_id", |s| CommerceId::parse(s).map_err(|_| "must be a UUID".to_owned())),
         scheduled_from: q.parse("scheduled_from", time::parse),
         scheduled_to: q.parse("scheduled_to", time::parse),
         search: q.get("search").filter(|s| !s.trim().is_empty()),
@@ -136,22 +122,12 @@ async fn list(
     let page = q.page();
     q.finish()?;
     let (rows, total) = store::list(&state.pool, ctx.tenant_id, &filter, page).await?;
-    Ok(Json(ListResponse::new(
-        rows.into_iter().map(ActivitySummary::from).collect(),
-        page,
-        total,
-    )))
+    Ok(Json(ListResponse::new(rows.into_iter().map(ActivitySummary::from).collect(), page, total)))
 }
 
-async fn load(
-    state: &AppState,
-    ctx: &Tenant<perm::ViewActivities>,
-    raw: &str,
-) -> Result<store::ActivityRow, ApiError> {
+async fn load(state: &AppState, ctx: &Tenant<perm::ViewActivities>, raw: &str) -> Result<store::ActivityRow, ApiError> {
     let id = path_id("id", raw, ActivityId::parse)?;
-    store::get(&state.pool, ctx.tenant_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("activity", id))
+    store::get(&state.pool, ctx.tenant_id, id).await?.ok_or_else(|| ApiError::not_found("activity", id))
 }
 
 /// `GET /api/activities/:id`.
@@ -174,9 +150,7 @@ async fn target_users(
 ) -> Result<Json<Vec<TargetUserView>>, ApiError> {
     let row = load(&state, &ctx, &raw).await?;
     let targets = store::target_users(&state.pool, ctx.tenant_id, row.id).await?;
-    Ok(Json(
-        targets.into_iter().map(TargetUserView::from).collect(),
-    ))
+    Ok(Json(targets.into_iter().map(TargetUserView::from).collect()))
 }
 
 /// `GET /api/activities/:id/attributes`.

@@ -93,12 +93,7 @@ impl Authenticator {
                  or RETEN_JWT_PUBLIC_KEY (PEM, RS256/ES256)"
             );
         }
-        Ok(Self {
-            hs256,
-            public,
-            issuer: settings.issuer.clone(),
-            audience: settings.audience.clone(),
-        })
+        Ok(Self { hs256, public, issuer: settings.issuer.clone(), audience: settings.audience.clone() })
     }
 
     /// Verifies a bearer token and returns its caller.
@@ -106,21 +101,14 @@ impl Authenticator {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(ApiError::Unauthorized("the token is too large".into()));
         }
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| ApiError::Unauthorized("the token is malformed".into()))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized("the token is malformed".into()))?;
         let key = match header.alg {
             Algorithm::HS256 => self.hs256.as_ref().map(|k| (k, Algorithm::HS256)),
-            alg => self
-                .public
-                .as_ref()
-                .filter(|(_, a)| *a == alg)
-                .map(|(k, a)| (k, *a)),
+            alg => self.public.as_ref().filter(|(_, a)| *a == alg).map(|(k, a)| (k, *a)),
         };
         let Some((key, alg)) = key else {
-            return Err(ApiError::Unauthorized(format!(
-                "tokens signed with {:?} are not accepted",
-                header.alg
-            )));
+            return Err(ApiError::Unauthorized(format!("tokens signed with {:?} are not accepted", header.alg)));
         };
         let mut validation = Validation::new(alg);
         validation.leeway = 30;
@@ -167,11 +155,7 @@ fn parse_public_key(pem: &str) -> anyhow::Result<(DecodingKey, Algorithm)> {
 
 /// Mints an HS256 token (for `reten token` and tests).
 pub fn mint(secret: &str, claims: &Claims) -> anyhow::Result<String> {
-    Ok(jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )?)
+    Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))?)
 }
 
 /// Who is calling, and what they may do.
@@ -189,12 +173,7 @@ impl Caller {
         let permissions = roles
             .iter()
             .flat_map(|r| r.permissions().iter().copied())
-            .chain(
-                claims
-                    .permissions
-                    .iter()
-                    .filter_map(|p| Permission::parse(p)),
-            )
+            .chain(claims.permissions.iter().filter_map(|p| Permission::parse(p)))
             .collect();
         Self {
             sub: claims.sub,
@@ -209,9 +188,7 @@ impl Caller {
         if self.permissions.contains(p) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!(
-                "this operation requires the {p} permission"
-            )))
+            Err(ApiError::Forbidden(format!("this operation requires the {p} permission")))
         }
     }
 
@@ -225,23 +202,15 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::Unauthorized(
-                    "a bearer token is required (Authorization: Bearer <token>)".into(),
-                )
-            })?;
-        let value = header.to_str().map_err(|_| {
-            ApiError::Unauthorized("the Authorization header is not valid text".into())
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::Unauthorized("a bearer token is required (Authorization: Bearer <token>)".into())
         })?;
+        let value =
+            header.to_str().map_err(|_| ApiError::Unauthorized("the Authorization header is not valid text".into()))?;
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into())
-            })?;
+            .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into()))?;
         state.auth.verify(token.trim())
     }
 }
@@ -273,14 +242,7 @@ pub mod perm {
         )+};
     }
 
-    marker!(
-        CreateActivity,
-        ViewActivities,
-        CancelActivity,
-        ManageActivityConfig,
-        ManageCommerces,
-        SyncCommerces
-    );
+    marker!(CreateActivity, ViewActivities, CancelActivity, ManageActivityConfig, ManageCommerces, SyncCommerces);
 }
 
 /// Extracts a [`TenantContext`] whose caller holds `P` for the tenant named
@@ -303,22 +265,16 @@ impl<P: RequiredPermission + Send + Sync> FromRequestParts<AppState> for Tenant<
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        let raw = parts.headers.get(TENANT_HEADER).ok_or_else(|| {
-            ApiError::BadRequest(format!("the {TENANT_HEADER} header is required"))
-        })?;
-        let tenant_id = raw
-            .to_str()
-            .ok()
-            .and_then(|s| TenantId::parse(s.trim()).ok())
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "the {TENANT_HEADER} header must be a tenant id (a UUID)"
-                ))
+        let raw = parts
+            .headers
+            .get(TENANT_HEADER)
+            .ok_or_else(|| ApiError::BadRequest(format!("the {TENANT_HEADER} header is required")))?;
+        let tenant_id =
+            raw.to_str().ok().and_then(|s| TenantId::parse(s.trim()).ok()).ok_or_else(|| {
+                ApiError::BadRequest(format!("the {TENANT_HEADER} header must be a tenant id (a UUID)"))
             })?;
         if !caller.may_act_for(tenant_id) {
-            return Err(ApiError::Forbidden(format!(
-                "the token is not valid for tenant {tenant_id}"
-            )));
+            return Err(ApiError::Forbidden(format!("the token is not valid for tenant {tenant_id}")));
         }
         caller.require(P::PERMISSION)?;
         if !state.tenants.exists(&state.pool, tenant_id).await? {
@@ -338,12 +294,7 @@ pub struct TenantCache {
 impl TenantCache {
     /// Whether the tenant exists, asking Postgres only the first time.
     pub async fn exists(&self, pool: &sqlx::PgPool, id: TenantId) -> Result<bool, sqlx::Error> {
-        if self
-            .known
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&id)
-        {
+        if self.known.read().unwrap_or_else(|e| e.into_inner()).contains(&id) {
             return Ok(true);
         }
         let exists = crate::store::tenants::exists(pool, id).await?;
@@ -355,9 +306,6 @@ impl TenantCache {
 
     /// Records a tenant that exists.
     pub fn remember(&self, id: TenantId) {
-        self.known
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id);
+        self.known.write().unwrap_or_else(|e| e.into_inner()).insert(id);
     }
 }

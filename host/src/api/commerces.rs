@@ -14,9 +14,7 @@ use super::extract::{ListResponse, QueryParams, TypedBody, parse_bool, path_id};
 use super::{ApiError, AppState};
 use crate::domain::CommerceId;
 use crate::domain::commerce::{CommercePatch, SyncRequest};
-use crate::store::commerces::{
-    self as store, CommerceDetail, CommerceFilter, CommerceRow, PatchError, SyncError,
-};
+use crate::store::commerces::{self as store, CommerceDetail, CommerceFilter, CommerceRow, PatchError, SyncError};
 
 /// The commerce routes.
 pub fn router() -> Router<AppState> {
@@ -41,24 +39,12 @@ async fn sync(
     TypedBody(req): TypedBody<SyncRequest>,
 ) -> Result<(StatusCode, Json<SyncResult>), ApiError> {
     req.validate().map_err(ApiError::Validation)?;
-    let counts = store::sync(&state.pool, ctx.tenant_id, &req)
-        .await
-        .map_err(|e| match e {
-            SyncError::TaxIdTaken { .. } => ApiError::Conflict {
-                detail: e.to_string(),
-                activity_id: None,
-            },
-            SyncError::Db(db) => db.into(),
-        })?;
+    let counts = store::sync(&state.pool, ctx.tenant_id, &req).await.map_err(|e| match e {
+        SyncError::TaxIdTaken { .. } => ApiError::Conflict { detail: e.to_string(), activity_id: None },
+        SyncError::Db(db) => db.into(),
+    })?;
     let total = counts.created + counts.updated;
-    Ok((
-        StatusCode::CREATED,
-        Json(SyncResult {
-            created: counts.created,
-            updated: counts.updated,
-            total,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(SyncResult { created: counts.created, updated: counts.updated, total })))
 }
 
 /// A commerce as listed and updated.
@@ -109,11 +95,7 @@ async fn list(
     let page = q.page();
     q.finish()?;
     let (rows, total) = store::list(&state.pool, ctx.tenant_id, &filter, page).await?;
-    Ok(Json(ListResponse::new(
-        rows.into_iter().map(CommerceView::from).collect(),
-        page,
-        total,
-    )))
+    Ok(Json(ListResponse::new(rows.into_iter().map(CommerceView::from).collect(), page, total)))
 }
 
 /// A commerce with its addresses and users, in the documented shape.
@@ -253,9 +235,8 @@ async fn detail(
     Path(raw): Path<String>,
 ) -> Result<Json<CommerceDetailView>, ApiError> {
     let id = path_id("id", &raw, CommerceId::parse)?;
-    let detail = store::get(&state.pool, ctx.tenant_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("commerce", id))?;
+    let detail =
+        store::get(&state.pool, ctx.tenant_id, id).await?.ok_or_else(|| ApiError::not_found("commerce", id))?;
     Ok(Json(detail.into()))
 }
 
@@ -271,10 +252,7 @@ async fn update(
     let row = store::patch(&state.pool, ctx.tenant_id, id, &patch)
         .await
         .map_err(|e| match e {
-            PatchError::TaxIdTaken => ApiError::Conflict {
-                detail: e.to_string(),
-                activity_id: None,
-            },
+            PatchError::TaxIdTaken => ApiError::Conflict { detail: e.to_string(), activity_id: None },
             PatchError::Db(db) => db.into(),
         })?
         .ok_or_else(|| ApiError::not_found("commerce", id))?;

@@ -32,10 +32,7 @@ pub enum ApiError {
     /// 409, naming the activity that holds the idempotency key when that is
     /// the conflict.
     #[error("{detail}")]
-    Conflict {
-        detail: String,
-        activity_id: Option<ActivityId>,
-    },
+    Conflict { detail: String, activity_id: Option<ActivityId> },
     /// 405.
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -48,10 +45,7 @@ pub enum ApiError {
     /// 422: the request is well-formed but its content cannot be used (a
     /// policy that does not compile).
     #[error("{detail}")]
-    Unprocessable {
-        detail: String,
-        errors: Vec<FieldError>,
-    },
+    Unprocessable { detail: String, errors: Vec<FieldError> },
     /// 503 with `Retry-After`: a dependency (Postgres) is down or saturated.
     #[error("{0}")]
     Unavailable(String),
@@ -77,10 +71,7 @@ impl ApiError {
 
     /// 400 naming one field.
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError::Validation(vec![FieldError {
-            field: field.into(),
-            message: message.into(),
-        }])
+        ApiError::Validation(vec![FieldError::new(field, message)])
     }
 
     fn status(&self) -> StatusCode {
@@ -106,10 +97,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not-found",
-            ApiError::Conflict {
-                activity_id: Some(_),
-                ..
-            } => "duplicate-idempotency-key",
+            ApiError::Conflict { activity_id: Some(_), .. } => "duplicate-idempotency-key",
             ApiError::Conflict { .. } => "conflict",
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
@@ -145,11 +133,7 @@ impl IntoResponse for ApiError {
         let detail = match &self {
             ApiError::Validation(errors) => {
                 let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-                format!(
-                    "the request has {} invalid field(s): {}",
-                    errors.len(),
-                    fields.join(", ")
-                )
+                format!("the request has {} invalid field(s): {}", errors.len(), fields.join(", "))
             }
             ApiError::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "internal error");
@@ -158,9 +142,7 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let (errors, activity_id) = match &self {
-            ApiError::Validation(e) | ApiError::Unprocessable { errors: e, .. }
-                if !e.is_empty() =>
-            {
+            ApiError::Validation(e) | ApiError::Unprocessable { errors: e, .. } if !e.is_empty() => {
                 (Some(e.as_slice()), None)
             }
             ApiError::Conflict { activity_id, .. } => (None, *activity_id),
@@ -177,10 +159,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
@@ -194,10 +173,7 @@ impl IntoResponse for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         match &err {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
                 tracing::warn!(error = %err, "database unavailable");
                 ApiError::Unavailable("the database is unavailable; retry shortly".into())
             }
@@ -213,8 +189,5 @@ impl From<sqlx::Error> for ApiError {
 /// SQLSTATEs that mean "try again later": shutdown, too many connections,
 /// statement timeout, serialization failure.
 fn is_unavailable_code(code: Option<&str>) -> bool {
-    matches!(
-        code,
-        Some("57P01" | "57P02" | "57P03" | "53300" | "57014" | "40001" | "40P01")
-    )
+    matches!(code, Some("57P01" | "57P02" | "57P03" | "53300" | "57014" | "40001" | "40P01"))
 }

@@ -27,9 +27,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = json_bytes(req, state).await?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(malformed)
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(malformed)
     }
 }
 
@@ -44,53 +42,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for TypedBody<T> {
         let bytes = json_bytes(req, state).await?;
         // Malformed JSON first, so it is told apart from a wrong shape.
         let value: Value = serde_json::from_slice(&bytes).map_err(malformed)?;
-        serde_path_to_error::deserialize(value)
-            .map(TypedBody)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let field = if path == "." { "body".to_owned() } else { path };
-                ApiError::Validation(vec![FieldError {
-                    field,
-                    message: e.into_inner().to_string(),
-                }])
-            })
+        serde_path_to_error::deserialize(value).map(TypedBody).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "body".to_owned() } else { path };
+            ApiError::Validation(vec![FieldError::new(field, e.into_inner().to_string())])
+        })
     }
 }
 
 async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    let content_type = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json"))
-    {
-        let got = if content_type.is_empty() {
-            "none".to_owned()
-        } else {
-            format!("'{content_type}'")
-        };
+    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+        let got = if content_type.is_empty() { "none".to_owned() } else { format!("'{content_type}'") };
         return Err(ApiError::UnsupportedMediaType(format!(
             "the body must be JSON with Content-Type: application/json (got {got})"
         )));
     }
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(format!(
-                "the body exceeds the limit of {} KiB",
-                MAX_BODY_BYTES >> 10
-            ))
+            ApiError::PayloadTooLarge(format!("the body exceeds the limit of {} KiB", MAX_BODY_BYTES >> 10))
         } else {
-            ApiError::BadRequest(format!(
-                "the body could not be read: {}",
-                rejection.body_text()
-            ))
+            ApiError::BadRequest(format!("the body could not be read: {}", rejection.body_text()))
         }
     })
 }
@@ -114,11 +87,7 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
         let raw = parts.uri.query().unwrap_or("");
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
             .map_err(|e| ApiError::BadRequest(format!("the query string is malformed: {e}")))?;
-        Ok(Self {
-            pairs,
-            seen: BTreeSet::new(),
-            errors: Vec::new(),
-        })
+        Ok(Self { pairs, seen: BTreeSet::new(), errors: Vec::new() })
     }
 }
 
@@ -126,27 +95,16 @@ impl QueryParams {
     /// The raw value of a parameter (the last one if repeated).
     pub fn get(&mut self, name: &str) -> Option<String> {
         self.seen.insert(name.to_owned());
-        self.pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+        self.pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
 
     /// A parameter parsed with `parse`; records an error when it fails.
-    pub fn parse<T>(
-        &mut self,
-        name: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
+    pub fn parse<T>(&mut self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
         let raw = self.get(name)?;
         match parse(&raw) {
             Ok(v) => Some(v),
             Err(message) => {
-                self.errors.push(FieldError {
-                    field: name.to_owned(),
-                    message,
-                });
+                self.errors.push(FieldError::new(name, message));
                 None
             }
         }
@@ -154,9 +112,7 @@ impl QueryParams {
 
     /// `page`, and `per_page` (alias `limit`): 1-based, default 25, max 100.
     pub fn page(&mut self) -> Page {
-        let page = self
-            .parse("page", |s| parse_bounded(s, 1, u32::MAX))
-            .unwrap_or(1);
+        let page = self.parse("page", |s| parse_bounded(s, 1, u32::MAX)).unwrap_or(1);
         let per_page = self
             .parse("per_page", |s| parse_bounded(s, 1, 100))
             .or_else(|| self.parse("limit", |s| parse_bounded(s, 1, 100)))
@@ -169,17 +125,10 @@ impl QueryParams {
         let mut errors = self.errors;
         for (k, _) in &self.pairs {
             if !self.seen.contains(k) && !errors.iter().any(|e| &e.field == k) {
-                errors.push(FieldError {
-                    field: k.clone(),
-                    message: "is not a known query parameter".into(),
-                });
+                errors.push(FieldError::new(k.clone(), "is not a known query parameter"));
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::Validation(errors))
-        }
+        if errors.is_empty() { Ok(()) } else { Err(ApiError::Validation(errors)) }
     }
 }
 
@@ -201,11 +150,7 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
 
 /// Parses a path segment as an id; a malformed one is a 400 naming the
 /// parameter.
-pub fn path_id<T>(
-    name: &str,
-    raw: &str,
-    parse: impl FnOnce(&str) -> Result<T, uuid::Error>,
-) -> Result<T, ApiError> {
+pub fn path_id<T>(name: &str, raw: &str, parse: impl FnOnce(&str) -> Result<T, uuid::Error>) -> Result<T, ApiError> {
     parse(raw).map_err(|_| ApiError::field(name, "must be a UUID"))
 }
 
@@ -232,12 +177,7 @@ impl<T> ListResponse<T> {
         let per = i64::from(page.per_page);
         Self {
             data,
-            meta: ListMeta {
-                page: page.page,
-                limit: page.per_page,
-                total,
-                total_pages: (total + per - 1) / per,
-            },
+            meta: ListMeta { page: page.page, limit: page.per_page, total, total_pages: (total + per - 1) / per },
         }
     }
 }

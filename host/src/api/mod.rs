@@ -7,6 +7,7 @@ pub mod commerces;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod policies;
 pub mod tenants;
 pub mod views;
 
@@ -38,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .merge(activities::router())
         .merge(commerces::router())
         .merge(tenants::router())
+        .merge(policies::router())
         .merge(health::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -47,10 +49,7 @@ pub fn router(state: AppState) -> Router {
                 .make_span_with(|req: &Request| {
                     // Only the method and the route template: never headers,
                     // which carry tokens.
-                    let route = req
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map_or("unmatched", |m| m.as_str());
+                    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str());
                     tracing::info_span!("http", method = %req.method(), route)
                 })
                 .on_response(|res: &Response, latency: Duration, _span: &tracing::Span| {

@@ -42,8 +42,7 @@ pub struct TenantView {
 fn is_slug(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -59,32 +58,21 @@ async fn setup(
         errors.add("name", "must be 1 to 200 characters");
     }
     if !is_slug(&req.slug) {
-        errors.add(
-            "slug",
-            "must be 1 to 63 lower-case letters, digits or inner hyphens",
-        );
+        errors.add("slug", "must be 1 to 63 lower-case letters, digits or inner hyphens");
     }
     errors.finish(()).map_err(ApiError::Validation)?;
     let id = TenantId::new();
-    let row = store::create(&state.pool, id, req.name.trim(), &req.slug)
-        .await
-        .map_err(|e| match e {
-            CreateTenantError::SlugTaken => ApiError::Conflict {
-                detail: format!("the slug '{}' is already taken", req.slug),
-                activity_id: None,
-            },
-            CreateTenantError::Db(db) => db.into(),
-        })?;
+    let row = store::create(&state.pool, id, req.name.trim(), &req.slug).await.map_err(|e| match e {
+        CreateTenantError::SlugTaken => {
+            ApiError::Conflict { detail: format!("the slug '{}' is already taken", req.slug), activity_id: None }
+        }
+        CreateTenantError::Db(db) => db.into(),
+    })?;
     state.tenants.remember(id);
     tracing::info!(tenant_id = %id, "tenant created");
     Ok((
         StatusCode::CREATED,
-        Json(TenantView {
-            id: row.id,
-            name: row.name,
-            slug: row.slug,
-            created_at: row.created_at,
-        }),
+        Json(TenantView { id: row.id, name: row.name, slug: row.slug, created_at: row.created_at }),
     ))
 }
 

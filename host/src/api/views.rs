@@ -87,18 +87,9 @@ impl From<ActivityRow> for ActivitySummary {
     }
 }
 
-fn assignment(
-    id: CommerceId,
-    name: Option<String>,
-    external_id: Option<String>,
-) -> CommerceAssignment {
-    let commerce = name
-        .zip(external_id)
-        .map(|(name, external_id)| CommerceSummary { name, external_id });
-    CommerceAssignment {
-        commerce_id: id,
-        commerce,
-    }
+fn assignment(id: CommerceId, name: Option<String>, external_id: Option<String>) -> CommerceAssignment {
+    let commerce = name.zip(external_id).map(|(name, external_id)| CommerceSummary { name, external_id });
+    CommerceAssignment { commerce_id: id, commerce }
 }
 
 /// `GET /api/activities/:id`: everything stored about an activity.
@@ -149,9 +140,7 @@ impl ActivityDetail {
             score: r.score,
             assignment_reason: r.assignment_reason,
             commerce_assignment: assignment(r.commerce_id, r.commerce_name, r.commerce_external_id),
-            target_criteria: r
-                .target_criteria
-                .and_then(|c| serde_json::to_value(c.0).ok()),
+            target_criteria: r.target_criteria.and_then(|c| serde_json::to_value(c.0).ok()),
             attribute_keys: r.attribute_keys,
             target_users: targets.into_iter().map(TargetUserView::from).collect(),
             attributes: attributes.into_iter().map(AttributeView::from).collect(),
@@ -206,20 +195,14 @@ impl CommerceUserName {
             },
             _ => (None, None),
         };
-        Self {
-            external_id,
-            name,
-            first_name: first,
-            last_name: last,
-        }
+        Self { external_id, name, first_name: first, last_name: last }
     }
 }
 
 impl From<TargetUserRow> for TargetUserView {
     fn from(r: TargetUserRow) -> Self {
-        let commerce_user = r
-            .commerce_user_id
-            .map(|_| CommerceUserName::new(r.commerce_user_external_id, r.commerce_user_name));
+        let commerce_user =
+            r.commerce_user_id.map(|_| CommerceUserName::new(r.commerce_user_external_id, r.commerce_user_name));
         Self {
             id: r.id,
             activity_id: r.activity_id,
@@ -264,8 +247,7 @@ impl TargetUserView {
             resolved_at: decided,
             locked_at: decided,
             error_message: t.error_message.clone(),
-            commerce_user: user
-                .map(|u| CommerceUserName::new(u.external_id.clone(), u.name.clone())),
+            commerce_user: user.map(|u| CommerceUserName::new(u.external_id.clone(), u.name.clone())),
         }
     }
 }
@@ -316,12 +298,7 @@ impl From<AttributeRow> for AttributeView {
 
 impl AttributeView {
     /// Renders a decision just written by a create, as a read would.
-    pub fn from_decision(
-        id: Uuid,
-        activity: ActivityId,
-        a: &AttributeDecision,
-        at: DateTime<Utc>,
-    ) -> Self {
+    pub fn from_decision(id: Uuid, activity: ActivityId, a: &AttributeDecision, at: DateTime<Utc>) -> Self {
         Self {
             id,
             activity_id: activity,

@@ -83,26 +83,15 @@ impl NewActivity {
         let mut r = ObjectReader::new(map, "");
         let activity_type = r.enumeration::<ActivityType>("type", true, &mut errors);
         let channel = r.enumeration::<Channel>("channel", true, &mut errors);
-        let reason = r.string(
-            "reason",
-            StringRule::required(MAX_REASON_CHARS),
-            &mut errors,
-        );
+        let reason = r.string("reason", StringRule::required(MAX_REASON_CHARS), &mut errors);
         let commerce_id = r.uuid("commerce_id", true, &mut errors).map(CommerceId);
-        let idempotency_key = r.string(
-            "idempotency_key",
-            StringRule::required(MAX_IDEMPOTENCY_KEY_CHARS).no_control(),
-            &mut errors,
-        );
+        let idempotency_key =
+            r.string("idempotency_key", StringRule::required(MAX_IDEMPOTENCY_KEY_CHARS).no_control(), &mut errors);
         let scheduled_at = r.timestamp("scheduled_at", true, &mut errors);
         let suggested_execution_time = r.timestamp("suggested_execution_time", false, &mut errors);
         let user_status = r.string("user_status", StringRule::optional(255), &mut errors);
         let score = r.i32("score", &mut errors);
-        let assignment_reason = r.string(
-            "assignment_reason",
-            StringRule::optional(1_000),
-            &mut errors,
-        );
+        let assignment_reason = r.string("assignment_reason", StringRule::optional(1_000), &mut errors);
         let target_criteria = r
             .array("target_criteria", MAX_TARGET_CRITERIA, &mut errors)
             .map(|items| parse_criteria(items, vocabulary, &mut errors));
@@ -116,36 +105,26 @@ impl NewActivity {
             .unwrap_or_default();
         r.finish(&mut errors);
 
-        match (
-            activity_type,
-            channel,
-            reason,
-            commerce_id,
-            idempotency_key,
-            scheduled_at,
-        ) {
-            (
-                Some(activity_type),
-                Some(channel),
-                Some(reason),
-                Some(commerce_id),
-                Some(key),
-                Some(at),
-            ) if errors.is_empty() => Ok(NewActivity {
-                activity_type,
-                channel,
-                reason,
-                commerce_id,
-                idempotency_key: key,
-                scheduled_at: at,
-                suggested_execution_time,
-                user_status,
-                score,
-                assignment_reason,
-                target_criteria,
-                attribute_keys,
-                attributes,
-            }),
+        match (activity_type, channel, reason, commerce_id, idempotency_key, scheduled_at) {
+            (Some(activity_type), Some(channel), Some(reason), Some(commerce_id), Some(key), Some(at))
+                if errors.is_empty() =>
+            {
+                Ok(NewActivity {
+                    activity_type,
+                    channel,
+                    reason,
+                    commerce_id,
+                    idempotency_key: key,
+                    scheduled_at: at,
+                    suggested_execution_time,
+                    user_status,
+                    score,
+                    assignment_reason,
+                    target_criteria,
+                    attribute_keys,
+                    attributes,
+                })
+            }
             _ => Err(errors.into_vec()),
         }
     }
@@ -168,11 +147,7 @@ impl NewActivity {
     }
 }
 
-fn parse_criteria(
-    items: &[Value],
-    vocabulary: &dyn Vocabulary,
-    errors: &mut Errors,
-) -> Vec<TargetCriterion> {
+fn parse_criteria(items: &[Value], vocabulary: &dyn Vocabulary, errors: &mut Errors) -> Vec<TargetCriterion> {
     let mut criteria = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let prefix = format!("target_criteria[{i}]");
@@ -198,31 +173,22 @@ fn parse_criteria(
         let priority = r.i32("priority", errors).unwrap_or(0);
         r.finish(errors);
         if let Some(criterion_type) = criterion_type {
-            criteria.push(TargetCriterion {
-                criterion_type,
-                config,
-                priority,
-            });
+            criteria.push(TargetCriterion { criterion_type, config, priority });
         }
     }
     criteria
 }
 
-fn parse_attribute_keys(
-    items: &[Value],
-    vocabulary: &dyn Vocabulary,
-    errors: &mut Errors,
-) -> Vec<String> {
+fn parse_attribute_keys(items: &[Value], vocabulary: &dyn Vocabulary, errors: &mut Errors) -> Vec<String> {
     let mut seen = BTreeSet::new();
     let mut keys = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let path = format!("attribute_keys[{i}]");
         match item.as_str() {
             None => errors.add(path, "must be a string"),
-            Some(key) if !vocabulary.has_attribute_key(key) => errors.add(
-                path,
-                format!("'{key}' is not an attribute key of the catalogue"),
-            ),
+            Some(key) if !vocabulary.has_attribute_key(key) => {
+                errors.add(path, format!("'{key}' is not an attribute key of the catalogue"))
+            }
             Some(key) if !seen.insert(key) => errors.add(path, format!("'{key}' is listed twice")),
             Some(key) => keys.push(key.to_owned()),
         }
@@ -230,11 +196,7 @@ fn parse_attribute_keys(
     keys
 }
 
-fn parse_caller_attributes(
-    items: &[Value],
-    vocabulary: &dyn Vocabulary,
-    errors: &mut Errors,
-) -> Vec<CallerAttribute> {
+fn parse_caller_attributes(items: &[Value], vocabulary: &dyn Vocabulary, errors: &mut Errors) -> Vec<CallerAttribute> {
     let mut seen = BTreeSet::new();
     let mut attributes = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -249,21 +211,14 @@ fn parse_caller_attributes(
         let fallback = r.raw("fallback").cloned();
         if let Some(k) = &key {
             if !vocabulary.has_attribute_key(k) {
-                errors.add(
-                    r.path("key"),
-                    format!("'{k}' is not an attribute key of the catalogue"),
-                );
+                errors.add(r.path("key"), format!("'{k}' is not an attribute key of the catalogue"));
             } else if !seen.insert(k.clone()) {
                 errors.add(r.path("key"), format!("'{k}' is listed twice"));
             }
         }
         r.finish(errors);
         if let Some(key) = key {
-            attributes.push(CallerAttribute {
-                key,
-                value,
-                fallback,
-            });
+            attributes.push(CallerAttribute { key, value, fallback });
         }
     }
     attributes
@@ -300,11 +255,7 @@ mod tests {
     }
 
     fn fields(body: Value) -> Vec<String> {
-        NewActivity::parse(&body, &Fixed)
-            .unwrap_err()
-            .into_iter()
-            .map(|e| e.field)
-            .collect()
+        NewActivity::parse(&body, &Fixed).unwrap_err().into_iter().map(|e| e.field).collect()
     }
 
     #[test]

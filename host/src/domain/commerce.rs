@@ -112,10 +112,7 @@ pub fn with_overall_history(mut per_channel: Vec<HistoryEntry>) -> Vec<HistoryEn
     for entry in &per_channel {
         if last_user != Some(entry.commerce_user_id) {
             last_user = Some(entry.commerce_user_id);
-            out.push(HistoryEntry {
-                channel: None,
-                ..entry.clone()
-            });
+            out.push(HistoryEntry { channel: None, ..entry.clone() });
         }
     }
     out.extend(per_channel);
@@ -221,55 +218,30 @@ impl SyncRequest {
             errors.add("items", "must not be empty");
         }
         if self.items.len() > MAX_SYNC_ITEMS {
-            errors.add(
-                "items",
-                format!(
-                    "must have at most {MAX_SYNC_ITEMS} items (got {})",
-                    self.items.len()
-                ),
-            );
+            errors.add("items", format!("must have at most {MAX_SYNC_ITEMS} items (got {})", self.items.len()));
         }
         let mut external_ids = BTreeSet::new();
         for (i, item) in self.items.iter().enumerate() {
             let p = format!("items[{i}]");
-            check_text(
-                &mut errors,
-                &format!("{p}.external_id"),
-                &item.external_id,
-                255,
-            );
+            check_text(&mut errors, &format!("{p}.external_id"), &item.external_id, 255);
             check_text(&mut errors, &format!("{p}.name"), &item.name, 500);
             if !external_ids.insert(item.external_id.as_str()) {
-                errors.add(
-                    format!("{p}.external_id"),
-                    format!("'{}' appears twice in this request", item.external_id),
-                );
+                errors.add(format!("{p}.external_id"), format!("'{}' appears twice in this request", item.external_id));
             }
             if let Some(addresses) = &item.addresses {
                 for (j, a) in addresses.iter().enumerate() {
                     if a.latitude.is_some_and(|l| !(-90.0..=90.0).contains(&l)) {
-                        errors.add(
-                            format!("{p}.addresses[{j}].latitude"),
-                            "must be between -90 and 90",
-                        );
+                        errors.add(format!("{p}.addresses[{j}].latitude"), "must be between -90 and 90");
                     }
                     if a.longitude.is_some_and(|l| !(-180.0..=180.0).contains(&l)) {
-                        errors.add(
-                            format!("{p}.addresses[{j}].longitude"),
-                            "must be between -180 and 180",
-                        );
+                        errors.add(format!("{p}.addresses[{j}].longitude"), "must be between -180 and 180");
                     }
                 }
             }
             let mut user_ids = BTreeSet::new();
             for (j, user) in item.users.iter().flatten().enumerate() {
                 let up = format!("{p}.users[{j}]");
-                check_text(
-                    &mut errors,
-                    &format!("{up}.external_id"),
-                    &user.external_id,
-                    255,
-                );
+                check_text(&mut errors, &format!("{up}.external_id"), &user.external_id, 255);
                 if !user_ids.insert(user.external_id.as_str()) {
                     errors.add(
                         format!("{up}.external_id"),
@@ -277,12 +249,7 @@ impl SyncRequest {
                     );
                 }
                 for (k, contact) in user.contacts.iter().flatten().enumerate() {
-                    check_text(
-                        &mut errors,
-                        &format!("{up}.contacts[{k}].value"),
-                        &contact.value,
-                        320,
-                    );
+                    check_text(&mut errors, &format!("{up}.contacts[{k}].value"), &contact.value, 320);
                 }
             }
         }
@@ -375,20 +342,8 @@ mod tests {
             {"external_id": "c-1", "name": " "}
         ]}))
         .unwrap();
-        let fields: Vec<String> = req
-            .validate()
-            .unwrap_err()
-            .into_iter()
-            .map(|e| e.field)
-            .collect();
-        assert_eq!(
-            fields,
-            [
-                "items[0].users[1].external_id",
-                "items[1].name",
-                "items[1].external_id"
-            ]
-        );
+        let fields: Vec<String> = req.validate().unwrap_err().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["items[0].users[1].external_id", "items[1].name", "items[1].external_id"]);
     }
 
     #[test]

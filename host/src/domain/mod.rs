@@ -368,10 +368,7 @@ impl PermissionSet {
 
     /// The permissions, in declaration order.
     pub fn iter(self) -> impl Iterator<Item = Permission> {
-        Permission::ALL
-            .iter()
-            .copied()
-            .filter(move |p| self.contains(*p))
+        Permission::ALL.iter().copied().filter(move |p| self.contains(*p))
     }
 }
 
@@ -434,13 +431,7 @@ mod tests {
 
     #[test]
     fn attribute_key_ids_are_stable() {
-        assert_eq!(
-            attribute_key_id("commerce_info"),
-            attribute_key_id("commerce_info")
-        );
-        assert_ne!(
-            attribute_key_id("commerce_info"),
-            attribute_key_id("promotions")
-        );
+        assert_eq!(attribute_key_id("commerce_info"), attribute_key_id("commerce_info"));
+        assert_ne!(attribute_key_id("commerce_info"), attribute_key_id("promotions"));
     }
 }

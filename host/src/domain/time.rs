@@ -12,9 +12,7 @@ pub fn format(ts: &DateTime<Utc>) -> String {
 pub fn parse(raw: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
-            "must be an RFC 3339 timestamp with an offset, like 2025-01-16T09:00:00.000Z".to_owned()
-        })
+        .map_err(|_| "must be an RFC 3339 timestamp with an offset, like 2025-01-16T09:00:00.000Z".to_owned())
 }
 
 /// `#[serde(with = "crate::domain::time::millis")]` for `DateTime<Utc>` fields.
@@ -50,8 +48,7 @@ pub mod millis_opt {
     /// Reads an RFC 3339 timestamp or null.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
         let raw = Option::<String>::deserialize(d)?;
-        raw.map(|r| super::parse(&r).map_err(serde::de::Error::custom))
-            .transpose()
+        raw.map(|r| super::parse(&r).map_err(serde::de::Error::custom)).transpose()
     }
 }
 

@@ -8,11 +8,23 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-/// One bad field: its path (`target_criteria[2].type`) and what is wrong.
+/// One bad field: its path (`target_criteria[2].type`) and what is wrong;
+/// for a file, the line and column too.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+}
+
+impl FieldError {
+    /// A bad field without a position.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into(), line: None, column: None }
+    }
 }
 
 /// The bad fields found so far.
@@ -22,10 +34,7 @@ pub struct Errors(Vec<FieldError>);
 impl Errors {
     /// Records one bad field.
     pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.into(),
-            message: message.into(),
-        });
+        self.0.push(FieldError::new(field, message));
     }
 
     /// Whether nothing was wrong.
@@ -35,11 +44,7 @@ impl Errors {
 
     /// `Ok(value)` when nothing was wrong, else every bad field.
     pub fn finish<T>(self, value: T) -> Result<T, Vec<FieldError>> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(self.0)
-        }
+        if self.0.is_empty() { Ok(value) } else { Err(self.0) }
     }
 
     /// The bad fields.
@@ -59,20 +64,12 @@ pub struct ObjectReader<'a> {
 impl<'a> ObjectReader<'a> {
     /// Starts reading `map`, whose fields are reported as `prefix.field`.
     pub fn new(map: &'a Map<String, Value>, prefix: impl Into<String>) -> Self {
-        Self {
-            map,
-            prefix: prefix.into(),
-            seen: BTreeSet::new(),
-        }
+        Self { map, prefix: prefix.into(), seen: BTreeSet::new() }
     }
 
     /// The path of one field of this object.
     pub fn path(&self, field: &str) -> String {
-        if self.prefix.is_empty() {
-            field.to_owned()
-        } else {
-            format!("{}.{field}", self.prefix)
-        }
+        if self.prefix.is_empty() { field.to_owned() } else { format!("{}.{field}", self.prefix) }
     }
 
     /// The raw value of a field; JSON `null` reads as absent.
@@ -91,17 +88,8 @@ impl<'a> ObjectReader<'a> {
     }
 
     /// A string field, checked for length (in characters) and control characters.
-    pub fn string(
-        &mut self,
-        field: &'static str,
-        rule: StringRule,
-        errors: &mut Errors,
-    ) -> Option<String> {
-        let value = if rule.required {
-            self.required(field, errors)?
-        } else {
-            self.raw(field)?
-        };
+    pub fn string(&mut self, field: &'static str, rule: StringRule, errors: &mut Errors) -> Option<String> {
+        let value = if rule.required { self.required(field, errors)? } else { self.raw(field)? };
         let path = self.path(field);
         let Some(text) = value.as_str() else {
             errors.add(path, "must be a string");
@@ -113,13 +101,7 @@ impl<'a> ObjectReader<'a> {
             return None;
         }
         if chars > rule.max_chars {
-            errors.add(
-                path,
-                format!(
-                    "must be at most {} characters (got {chars})",
-                    rule.max_chars
-                ),
-            );
+            errors.add(path, format!("must be at most {} characters (got {chars})", rule.max_chars));
             return None;
         }
         if rule.no_control && text.chars().any(char::is_control) {
@@ -136,11 +118,7 @@ impl<'a> ObjectReader<'a> {
         required: bool,
         errors: &mut Errors,
     ) -> Option<E> {
-        let value = if required {
-            self.required(field, errors)?
-        } else {
-            self.raw(field)?
-        };
+        let value = if required { self.required(field, errors)? } else { self.raw(field)? };
         let path = self.path(field);
         match value.as_str().map(str::parse::<E>) {
             Some(Ok(v)) => Some(v),
@@ -156,17 +134,8 @@ impl<'a> ObjectReader<'a> {
     }
 
     /// A UUID field.
-    pub fn uuid(
-        &mut self,
-        field: &'static str,
-        required: bool,
-        errors: &mut Errors,
-    ) -> Option<Uuid> {
-        let value = if required {
-            self.required(field, errors)?
-        } else {
-            self.raw(field)?
-        };
+    pub fn uuid(&mut self, field: &'static str, required: bool, errors: &mut Errors) -> Option<Uuid> {
+        let value = if required { self.required(field, errors)? } else { self.raw(field)? };
         match value.as_str().map(Uuid::parse_str) {
             Some(Ok(id)) => Some(id),
             _ => {
@@ -177,17 +146,8 @@ impl<'a> ObjectReader<'a> {
     }
 
     /// An RFC 3339 timestamp field with an offset.
-    pub fn timestamp(
-        &mut self,
-        field: &'static str,
-        required: bool,
-        errors: &mut Errors,
-    ) -> Option<DateTime<Utc>> {
-        let value = if required {
-            self.required(field, errors)?
-        } else {
-            self.raw(field)?
-        };
+    pub fn timestamp(&mut self, field: &'static str, required: bool, errors: &mut Errors) -> Option<DateTime<Utc>> {
+        let value = if required { self.required(field, errors)? } else { self.raw(field)? };
         let parsed = value
             .as_str()
             .ok_or_else(|| "must be an RFC 3339 timestamp string".to_owned())
@@ -207,10 +167,7 @@ impl<'a> ObjectReader<'a> {
         match value.as_i64().map(i32::try_from) {
             Some(Ok(n)) => Some(n),
             Some(Err(_)) => {
-                errors.add(
-                    self.path(field),
-                    "must be a 32-bit integer (-2147483648 to 2147483647)",
-                );
+                errors.add(self.path(field), "must be a 32-bit integer (-2147483648 to 2147483647)");
                 None
             }
             None => {
@@ -233,11 +190,7 @@ impl<'a> ObjectReader<'a> {
     }
 
     /// A JSON object field.
-    pub fn object(
-        &mut self,
-        field: &'static str,
-        errors: &mut Errors,
-    ) -> Option<&'a Map<String, Value>> {
+    pub fn object(&mut self, field: &'static str, errors: &mut Errors) -> Option<&'a Map<String, Value>> {
         let value = self.raw(field)?;
         match value.as_object() {
             Some(map) => Some(map),
@@ -249,19 +202,11 @@ impl<'a> ObjectReader<'a> {
     }
 
     /// A JSON array field with at most `max` items.
-    pub fn array(
-        &mut self,
-        field: &'static str,
-        max: usize,
-        errors: &mut Errors,
-    ) -> Option<&'a [Value]> {
+    pub fn array(&mut self, field: &'static str, max: usize, errors: &mut Errors) -> Option<&'a [Value]> {
         let value = self.raw(field)?;
         match value.as_array() {
             Some(items) if items.len() > max => {
-                errors.add(
-                    self.path(field),
-                    format!("must have at most {max} items (got {})", items.len()),
-                );
+                errors.add(self.path(field), format!("must have at most {max} items (got {})", items.len()));
                 None
             }
             Some(items) => Some(items.as_slice()),
@@ -294,22 +239,12 @@ pub struct StringRule {
 impl StringRule {
     /// A required, non-blank string of at most `max_chars` characters.
     pub const fn required(max_chars: usize) -> Self {
-        Self {
-            required: true,
-            non_blank: true,
-            max_chars,
-            no_control: false,
-        }
+        Self { required: true, non_blank: true, max_chars, no_control: false }
     }
 
     /// An optional string of at most `max_chars` characters.
     pub const fn optional(max_chars: usize) -> Self {
-        Self {
-            required: false,
-            non_blank: false,
-            max_chars,
-            no_control: false,
-        }
+        Self { required: false, non_blank: false, max_chars, no_control: false }
     }
 
     /// Also refuses control characters.
@@ -334,10 +269,7 @@ mod tests {
         r.string("c", StringRule::required(10), &mut errors);
         r.finish(&mut errors);
         let fields: Vec<String> = errors.into_vec().into_iter().map(|e| e.field).collect();
-        assert_eq!(
-            fields,
-            ["item[0].a", "item[0].b", "item[0].c", "item[0].zzz"]
-        );
+        assert_eq!(fields, ["item[0].a", "item[0].b", "item[0].c", "item[0].zzz"]);
     }
 
     #[test]

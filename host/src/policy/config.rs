@@ -113,12 +113,7 @@ impl AttributeSetting {
     /// The setting of a key that is in the catalogue but configured nowhere:
     /// resolved upfront by the policy named after it.
     pub fn implicit() -> Self {
-        Self {
-            strategy: AttributeStrategy::Upfront,
-            policy: None,
-            fallback: None,
-            config: Map::new(),
-        }
+        Self { strategy: AttributeStrategy::Upfront, policy: None, fallback: None, config: Map::new() }
     }
 }
 
@@ -148,25 +143,15 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn plain(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            line: None,
-            column: None,
-        }
+        Self { message: message.into(), line: None, column: None }
     }
 }
 
 fn from_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| {
-        let (line, column) = e
-            .span()
-            .map(|span| line_col(text, span.start))
-            .map_or((None, None), |(l, c)| (Some(l), Some(c)));
-        ConfigError {
-            message: e.message().to_owned(),
-            line,
-            column,
-        }
+        let (line, column) =
+            e.span().map(|span| line_col(text, span.start)).map_or((None, None), |(l, c)| (Some(l), Some(c)));
+        ConfigError { message: e.message().to_owned(), line, column }
     })
 }
 
@@ -182,15 +167,11 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 pub fn parse_config(text: &str, is_tenant: bool) -> Result<ConfigFile, ConfigError> {
     let file: ConfigFile = from_toml(text)?;
     if !is_tenant && !file.attribute_keys.is_empty() {
-        return Err(ConfigError::plain(
-            "attribute_keys belong in global/attribute-keys.toml, not defaults.toml",
-        ));
+        return Err(ConfigError::plain("attribute_keys belong in global/attribute-keys.toml, not defaults.toml"));
     }
     for key in file.attributes.keys().chain(file.attribute_keys.keys()) {
         if !is_policy_name(key) {
-            return Err(ConfigError::plain(format!(
-                "attribute key '{key}' must match [a-z0-9_]+"
-            )));
+            return Err(ConfigError::plain(format!("attribute key '{key}' must match [a-z0-9_]+")));
         }
     }
     if let Some(configs) = &file.target_resolution {
@@ -213,9 +194,7 @@ pub fn parse_config(text: &str, is_tenant: bool) -> Result<ConfigFile, ConfigErr
         }
     }
     if let Some(limits) = &file.limits {
-        super::Limits::default()
-            .with_overrides(limits)
-            .map_err(ConfigError::plain)?;
+        super::Limits::default().with_overrides(limits).map_err(ConfigError::plain)?;
     }
     Ok(file)
 }
@@ -225,9 +204,7 @@ pub fn parse_catalogue(text: &str) -> Result<Catalogue, ConfigError> {
     let catalogue: Catalogue = from_toml(text)?;
     for key in catalogue.keys() {
         if !is_policy_name(key) {
-            return Err(ConfigError::plain(format!(
-                "attribute key '{key}' must match [a-z0-9_]+"
-            )));
+            return Err(ConfigError::plain(format!("attribute key '{key}' must match [a-z0-9_]+")));
         }
     }
     Ok(catalogue)
@@ -254,9 +231,7 @@ pub fn check_references(
     }
     for (key, setting) in &file.attributes {
         if !catalogue.contains(key) {
-            return Err(ConfigError::plain(format!(
-                "attributes.{key}: '{key}' is not in the attribute key catalogue"
-            )));
+            return Err(ConfigError::plain(format!("attributes.{key}: '{key}' is not in the attribute key catalogue")));
         }
         let policy = setting.policy_name(key);
         if setting.strategy == AttributeStrategy::Upfront && !attribute_policies.contains(policy) {
@@ -272,9 +247,7 @@ pub fn check_references(
 pub fn is_policy_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn is_criterion_type(name: &str) -> bool {
@@ -298,11 +271,7 @@ mod tests {
         "#;
         let file = parse_config(text, false).unwrap();
         let configs = file.target_resolution.unwrap();
-        assert!(
-            configs[0].fallback_to_commerce_rep
-                && configs[0].fallback_to_owner
-                && configs[0].active
-        );
+        assert!(configs[0].fallback_to_commerce_rep && configs[0].fallback_to_owner && configs[0].active);
         assert_eq!(configs[0].criteria[0].config["role"], "COMMERCE_REP");
     }
 
@@ -314,12 +283,7 @@ mod tests {
             [[target_resolution]]
             resolution_strategy = "MANUAL"
         "#;
-        assert!(
-            parse_config(text, true)
-                .unwrap_err()
-                .message
-                .contains("priority 0")
-        );
+        assert!(parse_config(text, true).unwrap_err().message.contains("priority 0"));
     }
 
     #[test]

@@ -54,15 +54,13 @@ pub struct BaseInput {
 pub struct PreparedInput {
     pub base: BaseInput,
     rhai: OnceLock<Result<rhai::Map, String>>,
+    wasm: OnceLock<super::wasm_engine::bindings::types::PolicyInput>,
 }
 
 impl PreparedInput {
     /// Prepares the input of one request.
     pub fn new(base: BaseInput) -> Self {
-        Self {
-            base,
-            rhai: OnceLock::new(),
-        }
+        Self { base, rhai: OnceLock::new(), wasm: OnceLock::new() }
     }
 
     /// The whole input with `config`, as JSON: what a policy author sees.
@@ -81,10 +79,7 @@ impl PreparedInput {
             .get_or_init(|| {
                 rhai::serde::to_dynamic(&self.base)
                     .map_err(|e| e.to_string())
-                    .and_then(|d| {
-                        d.try_cast::<rhai::Map>()
-                            .ok_or_else(|| "input is not a map".to_owned())
-                    })
+                    .and_then(|d| d.try_cast::<rhai::Map>().ok_or_else(|| "input is not a map".to_owned()))
             })
             .as_ref()
             .map_err(Clone::clone)?;
@@ -92,5 +87,12 @@ impl PreparedInput {
         let config = rhai::serde::to_dynamic(config).map_err(|e| e.to_string())?;
         map.insert("config".into(), config);
         Ok(rhai::Dynamic::from_map(map))
+    }
+
+    /// The input as the WIT record, with `config` for this call.
+    pub fn wasm(&self, config: &Map<String, Value>) -> super::wasm_engine::bindings::types::PolicyInput {
+        let mut input = self.wasm.get_or_init(|| super::wasm_engine::convert::base(&self.base)).clone();
+        input.config = serde_json::to_string(config).unwrap_or_else(|_| "{}".into());
+        input
     }
 }

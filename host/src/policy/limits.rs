@@ -44,36 +44,28 @@ impl Limits {
         if let Some(ms) = o.deadline_ms {
             let max = Self::CEILING.deadline.as_millis() as u64;
             if ms == 0 || ms > max {
-                return Err(format!(
-                    "limits.deadline_ms must be between 1 and {max} (got {ms})"
-                ));
+                return Err(format!("limits.deadline_ms must be between 1 and {max} (got {ms})"));
             }
             self.deadline = Duration::from_millis(ms);
         }
         if let Some(mib) = o.memory_mib {
             let max = Self::CEILING.memory_bytes >> 20;
             if mib == 0 || mib > max {
-                return Err(format!(
-                    "limits.memory_mib must be between 1 and {max} (got {mib})"
-                ));
+                return Err(format!("limits.memory_mib must be between 1 and {max} (got {mib})"));
             }
             self.memory_bytes = mib << 20;
         }
         if let Some(kib) = o.max_output_kib {
             let max = Self::CEILING.max_output_bytes >> 10;
             if kib == 0 || kib > max {
-                return Err(format!(
-                    "limits.max_output_kib must be between 1 and {max} (got {kib})"
-                ));
+                return Err(format!("limits.max_output_kib must be between 1 and {max} (got {kib})"));
             }
             self.max_output_bytes = kib << 10;
         }
         if let Some(n) = o.max_candidates {
             let max = Self::CEILING.max_candidates;
             if n == 0 || n > max {
-                return Err(format!(
-                    "limits.max_candidates must be between 1 and {max} (got {n})"
-                ));
+                return Err(format!("limits.max_candidates must be between 1 and {max} (got {n})"));
             }
             self.max_candidates = n;
         }
@@ -97,24 +89,13 @@ mod tests {
 
     #[test]
     fn a_deadline_beyond_the_ceiling_is_refused() {
-        let o = LimitsToml {
-            deadline_ms: Some(5_000),
-            ..Default::default()
-        };
-        assert!(
-            Limits::default()
-                .with_overrides(&o)
-                .unwrap_err()
-                .contains("deadline_ms")
-        );
+        let o = LimitsToml { deadline_ms: Some(5_000), ..Default::default() };
+        assert!(Limits::default().with_overrides(&o).unwrap_err().contains("deadline_ms"));
     }
 
     #[test]
     fn overrides_replace_only_what_they_name() {
-        let o = LimitsToml {
-            memory_mib: Some(32),
-            ..Default::default()
-        };
+        let o = LimitsToml { memory_mib: Some(32), ..Default::default() };
         let l = Limits::default().with_overrides(&o).unwrap();
         assert_eq!(l.memory_bytes, 32 << 20);
         assert_eq!(l.deadline, Limits::default().deadline);

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::{self, Catalogue, ConfigError, ConfigFile};
 use super::rhai_engine::RhaiEngine;
+use super::wasm_engine::WasmEngine;
 use super::{Compiled, EngineKind, Origin, Policy, PolicyKind};
 use crate::domain::TenantId;
 
@@ -94,21 +95,33 @@ pub struct Layer {
 impl Layer {
     /// An empty layer (a folder that does not exist).
     pub fn empty(scope: Scope) -> Self {
-        Self {
-            scope,
-            config: None,
-            catalogue: None,
-            policies: BTreeMap::new(),
-            errors: Vec::new(),
+        Self { scope, config: None, catalogue: None, policies: BTreeMap::new(), errors: Vec::new() }
+    }
+
+    /// What the layer holds, to tell a reload that changed something from one
+    /// that did not: every policy and config version, and every error (without
+    /// its time).
+    pub fn fingerprint(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for ((kind, name), p) in &self.policies {
+            let _ = write!(out, "{kind:?}/{name}/{:?}/{}/{};", p.engine, p.version, p.loaded_at.timestamp_micros());
         }
+        if let Some(c) = &self.config {
+            let _ = write!(out, "config/{};", c.version);
+        }
+        if let Some(c) = &self.catalogue {
+            let _ = write!(out, "catalogue/{};", c.version);
+        }
+        for e in &self.errors {
+            let _ = write!(out, "error/{}/{}/{:?}/{:?};", e.path, e.message, e.line, e.column);
+        }
+        out
     }
 
     /// The names of the layer's policies of `kind`.
     pub fn names(&self, kind: PolicyKind) -> impl Iterator<Item = &str> {
-        self.policies
-            .keys()
-            .filter(move |(k, _)| *k == kind)
-            .map(|(_, n)| n.as_str())
+        self.policies.keys().filter(move |(k, _)| *k == kind).map(|(_, n)| n.as_str())
     }
 }
 
@@ -116,7 +129,9 @@ impl Layer {
 /// whichever tenants hold them.
 #[derive(Default)]
 pub struct CompileCache {
-    entries: Mutex<HashMap<(EngineKind, String), Compiled>>,
+    entries: Mutex<HashMap<CacheKey, Compiled>>,
+    /// Bytes that failed: not compiled again while they stay the same.
+    failures: Mutex<HashMap<CacheKey, CompileFailure>>,
     compiles: AtomicU64,
 }
 
@@ -126,28 +141,53 @@ impl CompileCache {
         self.compiles.load(Ordering::Relaxed)
     }
 
-    fn get(&self, engine: EngineKind, sha: &str) -> Option<Compiled> {
+    fn get(&self, key: &CacheKey) -> Option<Compiled> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(&(engine, sha.to_owned())).cloned()
+        entries.get(key).cloned()
     }
 
-    fn insert(&self, engine: EngineKind, sha: String, compiled: Compiled) {
+    fn failure(&self, key: &CacheKey) -> Option<CompileFailure> {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.get(key).cloned()
+    }
+
+    fn insert_failure(&self, key: CacheKey, failure: CompileFailure) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() >= 1_000 {
+            failures.clear();
+        }
+        failures.insert(key, failure);
+    }
+
+    fn insert(&self, key: CacheKey, compiled: Compiled) {
         self.compiles.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.insert((engine, sha), compiled);
+        entries.insert(key, compiled);
     }
 
     /// Drops entries no loaded policy uses any more.
-    pub fn retain(&self, live: &BTreeSet<(EngineKind, String)>) {
+    pub fn retain(&self, live: &BTreeSet<CacheKey>) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.retain(|k, _| live.contains(k));
     }
 }
 
+/// What identifies a compiled policy: the engine, the world it was checked
+/// against, and the sha256 of its bytes.
+pub type CacheKey = (EngineKind, PolicyKind, String);
+
 /// The engines a loader compiles with.
 #[derive(Clone)]
 pub struct Engines {
     pub rhai: Arc<RhaiEngine>,
+    pub wasm: Arc<WasmEngine>,
+}
+
+impl Engines {
+    /// Builds both engines.
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Self { rhai: Arc::new(RhaiEngine::new()), wasm: WasmEngine::new()? })
+    }
 }
 
 /// What a policy file failed with, in the admin API's shape.
@@ -160,11 +200,7 @@ pub struct CompileFailure {
 
 impl From<ConfigError> for CompileFailure {
     fn from(e: ConfigError) -> Self {
-        Self {
-            message: e.message,
-            line: e.line,
-            column: e.column,
-        }
+        Self { message: e.message, line: e.line, column: e.column }
     }
 }
 
@@ -178,12 +214,36 @@ pub fn compile(
     engines: &Engines,
     cache: &CompileCache,
     engine: EngineKind,
+    kind: PolicyKind,
     bytes: &[u8],
     sha: &str,
 ) -> Result<Compiled, CompileFailure> {
-    if let Some(hit) = cache.get(engine, sha) {
+    let key = (engine, kind, sha.to_owned());
+    if let Some(hit) = cache.get(&key) {
         return Ok(hit);
     }
+    if let Some(failure) = cache.failure(&key) {
+        return Err(failure);
+    }
+    let compiled = compile_uncached(engines, engine, kind, bytes);
+    match compiled {
+        Ok(c) => {
+            cache.insert(key, c.clone());
+            Ok(c)
+        }
+        Err(f) => {
+            cache.insert_failure(key, f.clone());
+            Err(f)
+        }
+    }
+}
+
+fn compile_uncached(
+    engines: &Engines,
+    engine: EngineKind,
+    kind: PolicyKind,
+    bytes: &[u8],
+) -> Result<Compiled, CompileFailure> {
     let compiled = match engine {
         EngineKind::Rhai => {
             let source = std::str::from_utf8(bytes).map_err(|e| CompileFailure {
@@ -199,14 +259,14 @@ pub fn compile(
             Compiled::Rhai(Arc::new(policy))
         }
         EngineKind::Wasm => {
-            return Err(CompileFailure {
-                message: "WebAssembly policies are not supported by this build".into(),
+            let policy = engines.wasm.compile(bytes, kind).map_err(|message| CompileFailure {
+                message,
                 line: None,
                 column: None,
-            });
+            })?;
+            Compiled::Wasm(Arc::new(policy))
         }
     };
-    cache.insert(engine, sha.to_owned(), compiled.clone());
     Ok(compiled)
 }
 
@@ -231,12 +291,7 @@ pub fn load_layer(ctx: &LoadContext<'_>, scope: Scope, previous: Option<&Layer>)
     let mut errors = Vec::new();
 
     for kind in [PolicyKind::Criterion, PolicyKind::Attribute] {
-        let files = list_policy_files(
-            &dir.join(kind.dir()),
-            &rel.join(kind.dir()),
-            &mut errors,
-            now,
-        );
+        let files = list_policy_files(&dir.join(kind.dir()), &rel.join(kind.dir()), &mut errors, now);
         for (name, entries) in files {
             let key = (kind, name.clone());
             let kept = previous.and_then(|p| p.policies.get(&key)).cloned();
@@ -259,12 +314,7 @@ pub fn load_layer(ctx: &LoadContext<'_>, scope: Scope, previous: Option<&Layer>)
                     layer.policies.insert(key, policy);
                 }
                 Err(failure) => {
-                    errors.push(error_at(
-                        rel_path,
-                        failure.message,
-                        Some((failure.line, failure.column)),
-                        now,
-                    ));
+                    errors.push(error_at(rel_path, failure.message, Some((failure.line, failure.column)), now));
                     if let Some(p) = kept {
                         layer.policies.insert(key, p);
                     }
@@ -275,34 +325,17 @@ pub fn load_layer(ctx: &LoadContext<'_>, scope: Scope, previous: Option<&Layer>)
 
     if scope == Scope::Global {
         let rel_path = rel.join(CATALOGUE_FILE);
-        layer.catalogue = load_toml(
-            ctx.root,
-            &rel_path,
-            config::parse_catalogue,
-            &mut errors,
-            now,
-        )
-        .or_else(|| previous.and_then(|p| p.catalogue.clone()));
+        layer.catalogue = load_toml(ctx.root, &rel_path, config::parse_catalogue, &mut errors, now)
+            .or_else(|| previous.and_then(|p| p.catalogue.clone()));
     }
 
     let rel_path = rel.join(scope.config_file());
-    let parsed = load_toml(
-        ctx.root,
-        &rel_path,
-        |t| config::parse_config(t, scope != Scope::Global),
-        &mut errors,
-        now,
-    );
+    let parsed = load_toml(ctx.root, &rel_path, |t| config::parse_config(t, scope != Scope::Global), &mut errors, now);
     layer.config = match parsed {
         Some(loaded) => match check_config_references(&loaded.value, &layer, ctx.global) {
             Ok(()) => Some(loaded),
             Err(e) => {
-                errors.push(error_at(
-                    &rel_path,
-                    e.message,
-                    Some((e.line, e.column)),
-                    now,
-                ));
+                errors.push(error_at(&rel_path, e.message, Some((e.line, e.column)), now));
                 previous.and_then(|p| p.config.clone())
             }
         },
@@ -337,7 +370,7 @@ fn load_policy(
     {
         return Ok(Arc::clone(prev));
     }
-    let compiled = compile(ctx.engines, ctx.cache, engine, &bytes, &sha)?;
+    let compiled = compile(ctx.engines, ctx.cache, engine, kind, &bytes, &sha)?;
     Ok(Arc::new(Policy {
         name: name.to_owned(),
         kind,
@@ -392,10 +425,7 @@ pub fn parse_policy_file_name(file_name: &str) -> Option<Result<(String, EngineK
     let (stem, ext) = file_name.rsplit_once('.')?;
     let engine = EngineKind::from_extension(ext)?;
     if !config::is_policy_name(stem) {
-        return Some(Err(format!(
-            "policy file names must be [a-z0-9_]+.{} (got '{file_name}')",
-            engine.extension()
-        )));
+        return Some(Err(format!("policy file names must be [a-z0-9_]+.{} (got '{file_name}')", engine.extension())));
     }
     Some(Ok((stem.to_owned(), engine)))
 }
@@ -412,22 +442,14 @@ fn load_toml<T>(
         return None;
     }
     let result = fs::read(&path)
-        .map_err(|e| ConfigError {
-            message: format!("could not read the file: {e}"),
-            line: None,
-            column: None,
-        })
+        .map_err(|e| ConfigError { message: format!("could not read the file: {e}"), line: None, column: None })
         .and_then(|bytes| {
             let text = String::from_utf8(bytes.clone()).map_err(|_| ConfigError {
                 message: "the file is not UTF-8".into(),
                 line: None,
                 column: None,
             })?;
-            parse(&text).map(|value| LoadedConfig {
-                value,
-                version: sha256_hex(&bytes),
-                loaded_at: now,
-            })
+            parse(&text).map(|value| LoadedConfig { value, version: sha256_hex(&bytes), loaded_at: now })
         });
     match result {
         Ok(loaded) => Some(loaded),
@@ -438,11 +460,7 @@ fn load_toml<T>(
     }
 }
 
-fn check_config_references(
-    file: &ConfigFile,
-    layer: &Layer,
-    global: Option<&Layer>,
-) -> Result<(), ConfigError> {
+fn check_config_references(file: &ConfigFile, layer: &Layer, global: Option<&Layer>) -> Result<(), ConfigError> {
     let layers = global.into_iter().chain(std::iter::once(layer));
     let mut criteria = BTreeSet::new();
     let mut attribute_policies = BTreeSet::new();
@@ -465,13 +483,7 @@ fn error_at(
     at: DateTime<Utc>,
 ) -> LoadError {
     let (line, column) = position.unwrap_or((None, None));
-    LoadError {
-        path: display(rel_path),
-        message,
-        line,
-        column,
-        at,
-    }
+    LoadError { path: display(rel_path), message, line, column, at }
 }
 
 fn display(p: &Path) -> String {

@@ -8,6 +8,8 @@
 //! wrong — an error, a trap, a deadline, a memory cap, a bad or huge output —
 //! comes back as a [`PolicyFailure`] that resolution records and moves past.
 
+pub mod admin;
+pub mod check;
 pub mod config;
 pub mod input;
 pub mod limits;
@@ -15,6 +17,8 @@ pub mod loader;
 pub mod registry;
 pub mod rhai_engine;
 pub mod snapshot;
+pub mod wasm_engine;
+pub mod watcher;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -136,6 +140,7 @@ impl fmt::Debug for Policy {
 #[derive(Clone)]
 pub enum Compiled {
     Rhai(Arc<rhai_engine::RhaiPolicy>),
+    Wasm(Arc<wasm_engine::WasmPolicy>),
 }
 
 /// A candidate a criterion proposes, as the policy returned it (not yet
@@ -159,10 +164,7 @@ pub struct PolicyFailure {
 impl PolicyFailure {
     /// A failure of `kind`.
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-        }
+        Self { kind, message: message.into() }
     }
 }
 
@@ -223,25 +225,19 @@ impl Policy {
         let started = Instant::now();
         let result = match &self.compiled {
             Compiled::Rhai(p) => p.resolve_criterion(input, config, limits),
+            Compiled::Wasm(p) => p.resolve_criterion(input, config, limits).await,
         }
         .and_then(|candidates| {
             if candidates.len() > limits.max_candidates {
                 Err(PolicyFailure::new(
                     FailureKind::OutputTooLarge,
-                    format!(
-                        "returned {} candidates; at most {} are allowed",
-                        candidates.len(),
-                        limits.max_candidates
-                    ),
+                    format!("returned {} candidates; at most {} are allowed", candidates.len(), limits.max_candidates),
                 ))
             } else {
                 Ok(candidates)
             }
         });
-        Call {
-            result,
-            duration: started.elapsed(),
-        }
+        Call { result, duration: started.elapsed() }
     }
 
     /// Runs an attribute resolver: `Some(value)`, or `None` for "nothing".
@@ -255,37 +251,25 @@ impl Policy {
         let started = Instant::now();
         let result = match &self.compiled {
             Compiled::Rhai(p) => p.resolve_attribute(input, config, limits),
+            Compiled::Wasm(p) => p.resolve_attribute(input, config, limits).await,
         }
         .and_then(|value| check_output_size(value, limits));
-        Call {
-            result,
-            duration: started.elapsed(),
-        }
+        Call { result, duration: started.elapsed() }
     }
 
     /// The name, engine and version, as recorded with every decision.
     pub fn reference(&self) -> PolicyRef {
-        PolicyRef {
-            name: self.name.clone(),
-            engine: self.engine,
-            version: self.version.clone(),
-        }
+        PolicyRef { name: self.name.clone(), engine: self.engine, version: self.version.clone() }
     }
 }
 
-fn check_output_size(
-    value: Option<Value>,
-    limits: &Limits,
-) -> Result<Option<Value>, PolicyFailure> {
+fn check_output_size(value: Option<Value>, limits: &Limits) -> Result<Option<Value>, PolicyFailure> {
     if let Some(v) = &value {
         let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
         if size > limits.max_output_bytes {
             return Err(PolicyFailure::new(
                 FailureKind::OutputTooLarge,
-                format!(
-                    "returned {size} bytes of JSON; at most {} are allowed",
-                    limits.max_output_bytes
-                ),
+                format!("returned {size} bytes of JSON; at most {} are allowed", limits.max_output_bytes),
             ));
         }
     }

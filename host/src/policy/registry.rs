@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
@@ -15,10 +16,9 @@ use arc_swap::ArcSwap;
 use chrono::Utc;
 use tokio::sync::watch;
 
-use super::loader::{self, CompileCache, Engines, Layer, LoadContext, LoadError, Scope};
-use super::rhai_engine::RhaiEngine;
+use super::loader::{self, CompileCache, CompileFailure, Engines, Layer, LoadContext, LoadError, Scope};
 use super::snapshot::{ConfigSource, TenantSnapshot};
-use super::{Limits, PolicyKind};
+use super::{EngineKind, Limits, PolicyKind};
 use crate::domain::TenantId;
 
 /// The published state: every layer, and every tenant's snapshot.
@@ -38,10 +38,7 @@ pub struct RegistryState {
 impl RegistryState {
     /// The tenant's snapshot (the global one when it has no folder).
     pub fn snapshot(&self, tenant: TenantId) -> Arc<TenantSnapshot> {
-        self.snapshots
-            .get(&tenant)
-            .unwrap_or(&self.global_snapshot)
-            .clone()
+        self.snapshots.get(&tenant).unwrap_or(&self.global_snapshot).clone()
     }
 
     /// Every load error, global first.
@@ -70,13 +67,12 @@ pub struct Registry {
     /// Serialises reloads; readers never take it.
     reload_lock: Mutex<()>,
     generation_tx: watch::Sender<u64>,
+    load_errors: AtomicU64,
 }
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry")
-            .field("root", &self.root)
-            .finish_non_exhaustive()
+        f.debug_struct("Registry").field("root", &self.root).finish_non_exhaustive()
     }
 }
 
@@ -86,18 +82,10 @@ impl Registry {
     pub fn load(root: &Path, options: RegistryOptions) -> anyhow::Result<Self> {
         let root = fs::canonicalize(root)
             .with_context(|| format!("the policies directory {} does not exist", root.display()))?;
-        let engines = Engines {
-            rhai: Arc::new(RhaiEngine::new()),
-        };
+        let engines = Engines::new()?;
         let cache = CompileCache::default();
         let empty = Arc::new(Layer::empty(Scope::Global));
-        let state = build_state(
-            0,
-            Arc::clone(&empty),
-            BTreeMap::new(),
-            Vec::new(),
-            &options.limits,
-        );
+        let state = build_state(0, Arc::clone(&empty), BTreeMap::new(), Vec::new(), &options.limits);
         let registry = Self {
             root,
             engines,
@@ -106,8 +94,12 @@ impl Registry {
             state: ArcSwap::from_pointee(state),
             reload_lock: Mutex::new(()),
             generation_tx: watch::channel(0).0,
+            load_errors: AtomicU64::new(0),
         };
-        registry.reload_all();
+        let _guard = registry.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (global, tenants, folder_errors) = registry.read_all(&registry.state.load_full());
+        registry.publish(&registry.state.load_full(), global, tenants, folder_errors, true);
+        drop(_guard);
         Ok(registry)
     }
 
@@ -136,6 +128,13 @@ impl Registry {
         self.generation_tx.subscribe()
     }
 
+    /// Compiles (and caches) a policy's bytes without serving them: the check
+    /// an upload passes before it is written.
+    pub fn compile(&self, engine: EngineKind, kind: PolicyKind, bytes: &[u8]) -> Result<(), CompileFailure> {
+        let sha = loader::sha256_hex(bytes);
+        loader::compile(&self.engines, &self.cache, engine, kind, bytes, &sha).map(|_| ())
+    }
+
     /// How many compilations ran since start-up.
     pub fn compile_count(&self) -> u64 {
         self.cache.compile_count()
@@ -145,26 +144,23 @@ impl Registry {
     pub fn reload_all(&self) -> u64 {
         let _guard = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.state.load_full();
+        let (global, tenants, folder_errors) = self.read_all(&current);
+        self.publish(&current, global, tenants, folder_errors, false)
+    }
+
+    fn read_all(&self, current: &RegistryState) -> (Arc<Layer>, BTreeMap<TenantId, Arc<Layer>>, Vec<LoadError>) {
         let (tenant_ids, folder_errors) = scan_tenant_folders(&self.root);
         let ctx = self.context(None);
-        let global = Arc::new(loader::load_layer(
-            &ctx,
-            Scope::Global,
-            Some(&current.global),
-        ));
+        let global = Arc::new(loader::load_layer(&ctx, Scope::Global, Some(&current.global)));
         let ctx = self.context(Some(&global));
         let tenants = tenant_ids
             .into_iter()
             .map(|id| {
-                let layer = loader::load_layer(
-                    &ctx,
-                    Scope::Tenant(id),
-                    current.tenants.get(&id).map(|l| &**l),
-                );
+                let layer = loader::load_layer(&ctx, Scope::Tenant(id), current.tenants.get(&id).map(|l| &**l));
                 (id, Arc::new(layer))
             })
             .collect();
-        self.publish(&current, global, tenants, folder_errors)
+        (global, tenants, folder_errors)
     }
 
     /// Re-reads the given layers from disk, keeping the others as they are.
@@ -182,28 +178,17 @@ impl Registry {
             let Scope::Tenant(id) = *scope else { continue };
             let dir = self.root.join(scope.rel_dir());
             if dir.is_dir() {
-                let layer =
-                    loader::load_layer(&ctx, *scope, current.tenants.get(&id).map(|l| &**l));
+                let layer = loader::load_layer(&ctx, *scope, current.tenants.get(&id).map(|l| &**l));
                 tenants.insert(id, Arc::new(layer));
             } else {
                 tenants.remove(&id);
             }
         }
-        self.publish(
-            &current,
-            Arc::clone(&current.global),
-            tenants,
-            folder_errors,
-        )
+        self.publish(&current, Arc::clone(&current.global), tenants, folder_errors, false)
     }
 
     fn context<'a>(&'a self, global: Option<&'a Layer>) -> LoadContext<'a> {
-        LoadContext {
-            root: &self.root,
-            engines: &self.engines,
-            cache: &self.cache,
-            global,
-        }
+        LoadContext { root: &self.root, engines: &self.engines, cache: &self.cache, global }
     }
 
     fn publish(
@@ -212,28 +197,52 @@ impl Registry {
         global: Arc<Layer>,
         tenants: BTreeMap<TenantId, Arc<Layer>>,
         folder_errors: Vec<LoadError>,
+        force: bool,
     ) -> u64 {
+        let unchanged = fingerprint(&global, &tenants, &folder_errors)
+            == fingerprint(&current.global, &current.tenants, &current.folder_errors);
+        if unchanged && !force {
+            // Nothing to publish: readers keep the same state and generation.
+            return current.generation;
+        }
         let generation = current.generation + 1;
-        let state = build_state(
-            generation,
-            global,
-            tenants,
-            folder_errors,
-            &self.options.limits,
-        );
+        let state = build_state(generation, global, tenants, folder_errors, &self.options.limits);
+        let known: BTreeSet<(&str, &str)> = current.errors().map(|e| (e.path.as_str(), e.message.as_str())).collect();
         for error in state.errors() {
-            tracing::warn!(path = %error.path, line = ?error.line, column = ?error.column, "policy load error: {}", error.message);
+            if !known.contains(&(error.path.as_str(), error.message.as_str())) {
+                self.load_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(path = %error.path, line = ?error.line, column = ?error.column, "policy load error: {}", error.message);
+            }
         }
         let live: BTreeSet<_> = std::iter::once(&state.global)
             .chain(state.tenants.values())
             .flat_map(|l| l.policies.values())
-            .map(|p| (p.engine, p.version.clone()))
+            .map(|p| (p.engine, p.kind, p.version.clone()))
             .collect();
         self.cache.retain(&live);
         self.state.store(Arc::new(state));
         self.generation_tx.send_replace(generation);
+        tracing::info!(generation, "policies reloaded");
         generation
     }
+
+    /// How many load errors were recorded since start-up (each distinct
+    /// error once, however many reloads see it).
+    pub fn load_error_count(&self) -> u64 {
+        self.load_errors.load(Ordering::Relaxed)
+    }
+}
+
+fn fingerprint(global: &Layer, tenants: &BTreeMap<TenantId, Arc<Layer>>, folder_errors: &[LoadError]) -> String {
+    let mut out = global.fingerprint();
+    for (id, layer) in tenants {
+        out.push_str(&format!("|{id}:"));
+        out.push_str(&layer.fingerprint());
+    }
+    for e in folder_errors {
+        out.push_str(&format!("|{}:{}", e.path, e.message));
+    }
+    out
 }
 
 /// The tenant folders under `tenants/`, and the folders that are not tenant ids.
@@ -273,30 +282,13 @@ fn build_state(
     let global_snapshot = Arc::new(merge(generation, &global, None, base_limits));
     let snapshots = tenants
         .iter()
-        .map(|(id, layer)| {
-            (
-                *id,
-                Arc::new(merge(generation, &global, Some(layer), base_limits)),
-            )
-        })
+        .map(|(id, layer)| (*id, Arc::new(merge(generation, &global, Some(layer), base_limits))))
         .collect();
-    RegistryState {
-        generation,
-        global,
-        tenants,
-        folder_errors,
-        snapshots,
-        global_snapshot,
-    }
+    RegistryState { generation, global, tenants, folder_errors, snapshots, global_snapshot }
 }
 
 /// The effective set of one tenant: the global layer, the tenant's on top.
-fn merge(
-    generation: u64,
-    global: &Layer,
-    tenant: Option<&Layer>,
-    base_limits: &Limits,
-) -> TenantSnapshot {
+fn merge(generation: u64, global: &Layer, tenant: Option<&Layer>, base_limits: &Limits) -> TenantSnapshot {
     let global_cfg = global.config.as_ref().map(|c| &c.value);
     let tenant_cfg = tenant.and_then(|t| t.config.as_ref()).map(|c| &c.value);
 
@@ -311,34 +303,18 @@ fn merge(
 
     let mut catalogue = BTreeMap::new();
     if let Some(c) = &global.catalogue {
-        catalogue.extend(
-            c.value
-                .iter()
-                .map(|(k, v)| (k.clone(), (v.clone(), ConfigSource::Global))),
-        );
+        catalogue.extend(c.value.iter().map(|(k, v)| (k.clone(), (v.clone(), ConfigSource::Global))));
     }
     if let Some(t) = tenant_cfg {
-        catalogue.extend(
-            t.attribute_keys
-                .iter()
-                .map(|(k, v)| (k.clone(), (v.clone(), ConfigSource::Tenant))),
-        );
+        catalogue.extend(t.attribute_keys.iter().map(|(k, v)| (k.clone(), (v.clone(), ConfigSource::Tenant))));
     }
 
     let mut attribute_settings = BTreeMap::new();
     if let Some(g) = global_cfg {
-        attribute_settings.extend(
-            g.attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), (v.clone(), ConfigSource::Global))),
-        );
+        attribute_settings.extend(g.attributes.iter().map(|(k, v)| (k.clone(), (v.clone(), ConfigSource::Global))));
     }
     if let Some(t) = tenant_cfg {
-        attribute_settings.extend(
-            t.attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), (v.clone(), ConfigSource::Tenant))),
-        );
+        attribute_settings.extend(t.attributes.iter().map(|(k, v)| (k.clone(), (v.clone(), ConfigSource::Tenant))));
     }
 
     let mut criteria = BTreeMap::new();
@@ -347,9 +323,7 @@ fn merge(
         for ((kind, name), policy) in &layer.policies {
             match kind {
                 PolicyKind::Criterion => criteria.insert(name.to_uppercase(), Arc::clone(policy)),
-                PolicyKind::Attribute => {
-                    attribute_policies.insert(name.clone(), Arc::clone(policy))
-                }
+                PolicyKind::Attribute => attribute_policies.insert(name.clone(), Arc::clone(policy)),
             };
         }
     }

@@ -69,9 +69,7 @@ impl RhaiEngine {
             line: e.position().line(),
             column: e.position().position(),
         })?;
-        let has_resolve = ast
-            .iter_functions()
-            .any(|f| f.name == "resolve" && f.params.len() == 1);
+        let has_resolve = ast.iter_functions().any(|f| f.name == "resolve" && f.params.len() == 1);
         if !has_resolve {
             return Err(CompileError {
                 message: "the script must define `fn resolve(input)`".into(),
@@ -79,10 +77,7 @@ impl RhaiEngine {
                 column: None,
             });
         }
-        Ok(RhaiPolicy {
-            engine: Arc::clone(self),
-            ast,
-        })
+        Ok(RhaiPolicy { engine: Arc::clone(self), ast })
     }
 }
 
@@ -107,23 +102,14 @@ impl RhaiPolicy {
         config: &Map<String, Value>,
         limits: &Limits,
     ) -> Result<Dynamic, PolicyFailure> {
-        let arg = input.rhai(config).map_err(|e| {
-            PolicyFailure::new(
-                FailureKind::Trap,
-                format!("could not convert the input: {e}"),
-            )
-        })?;
+        let arg = input
+            .rhai(config)
+            .map_err(|e| PolicyFailure::new(FailureKind::Trap, format!("could not convert the input: {e}")))?;
         let _guard = DeadlineGuard::set(Instant::now() + limits.deadline);
         let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
         self.engine
             .engine
-            .call_fn_with_options::<Dynamic>(
-                options,
-                &mut Scope::new(),
-                &self.ast,
-                "resolve",
-                (arg,),
-            )
+            .call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &self.ast, "resolve", (arg,))
             .map_err(|e| failure(*e, limits))
     }
 
@@ -137,26 +123,15 @@ impl RhaiPolicy {
     ) -> Result<Vec<Candidate>, PolicyFailure> {
         let out = self.call(input, config, limits)?;
         let Some(items) = out.clone().try_cast::<rhai::Array>() else {
-            return Err(bad_output(format!(
-                "a criterion must return an array of user ids, got {}",
-                out.type_name()
-            )));
+            return Err(bad_output(format!("a criterion must return an array of user ids, got {}", out.type_name())));
         };
         if items.len() > limits.max_candidates {
             return Err(PolicyFailure::new(
                 FailureKind::OutputTooLarge,
-                format!(
-                    "returned {} candidates; at most {} are allowed",
-                    items.len(),
-                    limits.max_candidates
-                ),
+                format!("returned {} candidates; at most {} are allowed", items.len(), limits.max_candidates),
             ));
         }
-        items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| candidate(i, item))
-            .collect()
+        items.into_iter().enumerate().map(|(i, item)| candidate(i, item)).collect()
     }
 
     /// Runs the script as an attribute resolver: `()` means nothing.
@@ -178,31 +153,16 @@ impl RhaiPolicy {
 
 fn candidate(i: usize, item: Dynamic) -> Result<Candidate, PolicyFailure> {
     if item.is_string() {
-        return Ok(Candidate {
-            commerce_user_id: item.to_string(),
-            note: None,
-        });
+        return Ok(Candidate { commerce_user_id: item.to_string(), note: None });
     }
     if let Some(map) = item.clone().try_cast::<rhai::Map>() {
-        let id = map
-            .get("id")
-            .filter(|d| d.is_string())
-            .map(ToString::to_string);
-        let note = map
-            .get("note")
-            .filter(|d| d.is_string())
-            .map(ToString::to_string);
+        let id = map.get("id").filter(|d| d.is_string()).map(ToString::to_string);
+        let note = map.get("note").filter(|d| d.is_string()).map(ToString::to_string);
         if let Some(commerce_user_id) = id {
-            return Ok(Candidate {
-                commerce_user_id,
-                note,
-            });
+            return Ok(Candidate { commerce_user_id, note });
         }
     }
-    Err(bad_output(format!(
-        "candidate {i} must be a user id string or #{{id, note}}, got {}",
-        item.type_name()
-    )))
+    Err(bad_output(format!("candidate {i} must be a user id string or #{{id, note}}, got {}", item.type_name())))
 }
 
 fn bad_output(message: String) -> PolicyFailure {
@@ -214,27 +174,20 @@ fn failure(err: EvalAltResult, limits: &Limits) -> PolicyFailure {
     match err {
         E::ErrorTerminated(..) => PolicyFailure::new(
             FailureKind::Deadline,
-            format!(
-                "stopped at its deadline of {} ms",
-                limits.deadline.as_millis()
-            ),
+            format!("stopped at its deadline of {} ms", limits.deadline.as_millis()),
         ),
-        E::ErrorTooManyOperations(pos) => PolicyFailure::new(
-            FailureKind::Deadline,
-            format!("stopped after {MAX_OPERATIONS} operations (at {pos})"),
-        ),
-        E::ErrorDataTooLarge(what, pos) => PolicyFailure::new(
-            FailureKind::Memory,
-            format!("{what} exceeds its size cap (at {pos})"),
-        ),
-        E::ErrorStackOverflow(pos) => PolicyFailure::new(
-            FailureKind::Memory,
-            format!("call depth exceeds its cap (at {pos})"),
-        ),
-        E::ErrorRuntime(value, pos) => PolicyFailure::new(
-            FailureKind::PolicyError,
-            format!("{value} (thrown at {pos})"),
-        ),
+        E::ErrorTooManyOperations(pos) => {
+            PolicyFailure::new(FailureKind::Deadline, format!("stopped after {MAX_OPERATIONS} operations (at {pos})"))
+        }
+        E::ErrorDataTooLarge(what, pos) => {
+            PolicyFailure::new(FailureKind::Memory, format!("{what} exceeds its size cap (at {pos})"))
+        }
+        E::ErrorStackOverflow(pos) => {
+            PolicyFailure::new(FailureKind::Memory, format!("call depth exceeds its cap (at {pos})"))
+        }
+        E::ErrorRuntime(value, pos) => {
+            PolicyFailure::new(FailureKind::PolicyError, format!("{value} (thrown at {pos})"))
+        }
         other => PolicyFailure::new(FailureKind::Trap, other.to_string()),
     }
 }

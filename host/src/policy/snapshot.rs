@@ -48,10 +48,7 @@ impl TenantSnapshot {
     /// The config that applies to `channel`: the active one with the lowest
     /// priority that covers the channel.
     pub fn target_config_for(&self, channel: Channel) -> Option<&TargetResolutionConfig> {
-        self.target_configs
-            .iter()
-            .filter(|c| c.applies_to(channel))
-            .min_by_key(|c| c.priority)
+        self.target_configs.iter().filter(|c| c.applies_to(channel)).min_by_key(|c| c.priority)
     }
 
     /// The criterion policy of a type.

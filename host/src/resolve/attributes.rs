@@ -116,9 +116,7 @@ async fn run_policy(
     let reference = policy.reference();
     decision.policy = Some(reference.clone());
     trace.policy = Some(reference);
-    let call = policy
-        .resolve_attribute(input, &setting.config, &snapshot.limits)
-        .await;
+    let call = policy.resolve_attribute(input, &setting.config, &snapshot.limits).await;
     trace.duration_us = Some(u64::try_from(call.duration.as_micros()).unwrap_or(u64::MAX));
     match call.result {
         Ok(Some(value)) => {
@@ -141,9 +139,5 @@ async fn run_policy(
 }
 
 fn describe(name: &str, failure: &PolicyFailure) -> String {
-    format!(
-        "policy {name} failed ({}): {}",
-        failure.kind.as_str(),
-        failure.message
-    )
+    format!("policy {name} failed ({}): {}", failure.kind.as_str(), failure.message)
 }

@@ -37,58 +37,29 @@ pub fn prepare_input(
     commerce: Arc<Commerce>,
     history: Vec<HistoryEntry>,
 ) -> PreparedInput {
-    PreparedInput::new(BaseInput {
-        tenant_id,
-        activity: ActivityInput::from_new(activity),
-        commerce,
-        history,
-    })
+    PreparedInput::new(BaseInput { tenant_id, activity: ActivityInput::from_new(activity), commerce, history })
 }
 
 /// Resolves the target user, then every attribute key, of a new activity.
-pub async fn resolve_activity(
-    snapshot: &TenantSnapshot,
-    input: &PreparedInput,
-    activity: &NewActivity,
-) -> Resolution {
+pub async fn resolve_activity(snapshot: &TenantSnapshot, input: &PreparedInput, activity: &NewActivity) -> Resolution {
     let commerce = Arc::clone(&input.base.commerce);
-    let (target, target_trace) = target::resolve_target(
-        snapshot,
-        input,
-        &commerce,
-        activity.channel,
-        activity.target_criteria.as_deref(),
-    )
-    .await;
-    let mut trace = Trace {
-        generation: snapshot.generation,
-        target: Some(target_trace),
-        attributes: Vec::new(),
-    };
+    let (target, target_trace) =
+        target::resolve_target(snapshot, input, &commerce, activity.channel, activity.target_criteria.as_deref()).await;
+    let mut trace = Trace { generation: snapshot.generation, target: Some(target_trace), attributes: Vec::new() };
     let mut decisions = Vec::new();
     for key in activity.all_attribute_keys() {
         let (decision, step) =
-            attributes::resolve_attribute(snapshot, input, key, activity.caller_attribute(key))
-                .await;
+            attributes::resolve_attribute(snapshot, input, key, activity.caller_attribute(key)).await;
         decisions.push(decision);
         trace.attributes.push(step);
     }
     let status = status_of(&target, &decisions);
-    Resolution {
-        status,
-        target,
-        attributes: decisions,
-        trace,
-    }
+    Resolution { status, target, attributes: decisions, trace }
 }
 
 /// `UNRESOLVED` when the target or any attribute failed, else `READY`.
 pub fn status_of(target: &TargetDecision, attributes: &[AttributeDecision]) -> ActivityStatus {
-    if target.is_failed()
-        || attributes
-            .iter()
-            .any(|a| a.status == AttributeStatus::Failed)
-    {
+    if target.is_failed() || attributes.iter().any(|a| a.status == AttributeStatus::Failed) {
         ActivityStatus::Unresolved
     } else {
         ActivityStatus::Ready

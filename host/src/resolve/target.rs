@@ -2,16 +2,14 @@
 
 use crate::domain::activity::TargetCriterion;
 use crate::domain::commerce::Commerce;
-use crate::domain::{
-    Channel, CommerceUserId, LockReason, ResolutionStrategy, TargetStatus, UserRole,
-};
+use crate::domain::{Channel, CommerceUserId, LockReason, ResolutionStrategy, TargetStatus, UserRole};
 use crate::policy::config::TargetResolutionConfig;
 use crate::policy::snapshot::ConfigSource;
 use crate::policy::{PolicyRef, PreparedInput, TenantSnapshot};
 
 use super::trace::{
-    AppliedConfig, CandidateTrace, ConfigConsidered, CriteriaSource, CriterionOutcome,
-    CriterionTrace, FallbackTrace, SkipReason, TargetTrace,
+    AppliedConfig, CandidateTrace, ConfigConsidered, CriteriaSource, CriterionOutcome, CriterionTrace, FallbackTrace,
+    SkipReason, TargetTrace,
 };
 
 /// How many skipped candidates a criterion's trace lists.
@@ -71,11 +69,7 @@ pub async fn resolve_target(
             fallback_to_commerce_rep: config.fallback_to_commerce_rep,
             fallback_to_owner: config.fallback_to_owner,
         },
-        criteria_source: if override_criteria.is_some() {
-            CriteriaSource::Request
-        } else {
-            CriteriaSource::Config
-        },
+        criteria_source: if override_criteria.is_some() { CriteriaSource::Request } else { CriteriaSource::Config },
         criteria: Vec::new(),
         fallbacks: Vec::new(),
     };
@@ -114,42 +108,19 @@ pub async fn resolve_target(
         let policy = step.policy.clone();
         trace.criteria.push(step);
         if let Some(user) = chosen {
-            let decision = locked(
-                user,
-                strategy,
-                LockReason::CriteriaMatch,
-                Some(criterion.criterion_type.clone()),
-                policy,
-            );
+            let decision =
+                locked(user, strategy, LockReason::CriteriaMatch, Some(criterion.criterion_type.clone()), policy);
             return (decision, trace);
         }
     }
 
     for (role, enabled, reason) in [
-        (
-            UserRole::CommerceRep,
-            config.fallback_to_commerce_rep,
-            LockReason::FallbackCommerceRep,
-        ),
-        (
-            UserRole::Owner,
-            config.fallback_to_owner,
-            LockReason::FallbackOwner,
-        ),
+        (UserRole::CommerceRep, config.fallback_to_commerce_rep, LockReason::FallbackCommerceRep),
+        (UserRole::Owner, config.fallback_to_owner, LockReason::FallbackOwner),
     ] {
-        let found = enabled
-            .then(|| {
-                commerce
-                    .users
-                    .iter()
-                    .find(|u| u.has_role(role) && u.reachable_on(channel))
-            })
-            .flatten();
-        trace.fallbacks.push(FallbackTrace {
-            role,
-            enabled,
-            commerce_user_id: found.map(|u| u.id.to_string()),
-        });
+        let found =
+            enabled.then(|| commerce.users.iter().find(|u| u.has_role(role) && u.reachable_on(channel))).flatten();
+        trace.fallbacks.push(FallbackTrace { role, enabled, commerce_user_id: found.map(|u| u.id.to_string()) });
         if let Some(user) = found {
             return (locked(user.id, strategy, reason, None, None), trace);
         }
@@ -162,9 +133,7 @@ pub async fn resolve_target(
         lock_reason: None,
         criterion_type: None,
         policy: None,
-        error_message: Some(format!(
-            "no criterion matched a user reachable on {channel}, and no fallback found one"
-        )),
+        error_message: Some(format!("no criterion matched a user reachable on {channel}, and no fallback found one")),
     };
     (failed, trace)
 }
@@ -211,9 +180,7 @@ async fn run_criterion(
         return (None, step);
     };
     step.policy = Some(policy.reference());
-    let call = policy
-        .resolve_criterion(input, &criterion.config, &snapshot.limits)
-        .await;
+    let call = policy.resolve_criterion(input, &criterion.config, &snapshot.limits).await;
     step.duration_us = u64::try_from(call.duration.as_micros()).unwrap_or(u64::MAX);
     let candidates = match call.result {
         Ok(c) => c,
@@ -225,9 +192,7 @@ async fn run_criterion(
     };
     step.outcome = CriterionOutcome::NoMatch;
     for candidate in candidates {
-        let user = CommerceUserId::parse(&candidate.commerce_user_id)
-            .ok()
-            .and_then(|id| commerce.user(id));
+        let user = CommerceUserId::parse(&candidate.commerce_user_id).ok().and_then(|id| commerce.user(id));
         let skip = match user {
             None => Some(SkipReason::NotACommerceUser),
             Some(u) if !u.is_active => Some(SkipReason::Inactive),

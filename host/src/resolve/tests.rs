@@ -25,14 +25,7 @@ fn user(name: &str, roles: &[UserRole], contacts: &[ContactType]) -> CommerceUse
         name: Some(name.into()),
         is_active: true,
         roles: roles.to_vec(),
-        contacts: contacts
-            .iter()
-            .map(|t| Contact {
-                contact_type: *t,
-                value: "x".into(),
-                is_primary: true,
-            })
-            .collect(),
+        contacts: contacts.iter().map(|t| Contact { contact_type: *t, value: "x".into(), is_primary: true }).collect(),
     }
 }
 
@@ -50,11 +43,7 @@ fn commerce(users: Vec<CommerceUser>) -> Commerce {
     }
 }
 
-fn request(
-    commerce: &Commerce,
-    snapshot: &crate::policy::TenantSnapshot,
-    extra: serde_json::Value,
-) -> NewActivity {
+fn request(commerce: &Commerce, snapshot: &crate::policy::TenantSnapshot, extra: serde_json::Value) -> NewActivity {
     let mut body = json!({
         "type": "MESSAGE", "reason": "r", "channel": "WHATSAPP", "commerce_id": commerce.id,
         "idempotency_key": "k", "scheduled_at": "2025-01-16T09:00:00Z", "attribute_keys": ["commerce_info"]
@@ -69,12 +58,7 @@ async fn run(commerce: Commerce, extra: serde_json::Value) -> Resolution {
     let registry = registry();
     let snapshot = registry.snapshot(crate::domain::TenantId::new());
     let activity = request(&commerce, &snapshot, extra);
-    let input = prepare_input(
-        crate::domain::TenantId::new(),
-        &activity,
-        Arc::new(commerce),
-        Vec::new(),
-    );
+    let input = prepare_input(crate::domain::TenantId::new(), &activity, Arc::new(commerce), Vec::new());
     resolve_activity(&snapshot, &input, &activity).await
 }
 
@@ -82,14 +66,7 @@ async fn run(commerce: Commerce, extra: serde_json::Value) -> Resolution {
 async fn the_default_config_locks_the_reachable_commerce_rep() {
     let rep = user("Juan", &[UserRole::CommerceRep], &[ContactType::Phone]);
     let rep_id = rep.id;
-    let r = run(
-        commerce(vec![
-            user("Maria", &[UserRole::Owner], &[ContactType::Whatsapp]),
-            rep,
-        ]),
-        json!({}),
-    )
-    .await;
+    let r = run(commerce(vec![user("Maria", &[UserRole::Owner], &[ContactType::Whatsapp]), rep]), json!({})).await;
     assert_eq!(r.status, ActivityStatus::Ready);
     assert_eq!(r.target.commerce_user_id, Some(rep_id));
     assert_eq!(r.target.status, TargetStatus::Locked);
@@ -102,31 +79,17 @@ async fn the_default_config_locks_the_reachable_commerce_rep() {
 async fn an_unreachable_rep_is_skipped_and_the_owner_is_the_fallback() {
     let owner = user("Maria", &[UserRole::Owner], &[ContactType::Whatsapp]);
     let owner_id = owner.id;
-    let r = run(
-        commerce(vec![
-            owner,
-            user("Juan", &[UserRole::CommerceRep], &[ContactType::Email]),
-        ]),
-        json!({}),
-    )
-    .await;
+    let r = run(commerce(vec![owner, user("Juan", &[UserRole::CommerceRep], &[ContactType::Email])]), json!({})).await;
     assert_eq!(r.target.commerce_user_id, Some(owner_id));
     assert_eq!(r.target.lock_reason, Some(LockReason::FallbackOwner));
     let target = r.trace.target.unwrap();
-    assert_eq!(
-        target.criteria[0].candidates[0].skip_reason,
-        Some(trace::SkipReason::Unreachable)
-    );
+    assert_eq!(target.criteria[0].candidates[0].skip_reason, Some(trace::SkipReason::Unreachable));
     assert_eq!(target.fallbacks.len(), 2);
 }
 
 #[tokio::test]
 async fn nobody_reachable_fails_the_target_and_the_activity() {
-    let r = run(
-        commerce(vec![user("Juan", &[UserRole::CommerceRep], &[])]),
-        json!({}),
-    )
-    .await;
+    let r = run(commerce(vec![user("Juan", &[UserRole::CommerceRep], &[])]), json!({})).await;
     assert_eq!(r.target.status, TargetStatus::Failed);
     assert_eq!(r.status, ActivityStatus::Unresolved);
 }
@@ -134,20 +97,9 @@ async fn nobody_reachable_fails_the_target_and_the_activity() {
 #[tokio::test]
 async fn a_misconfigured_criterion_is_skipped_with_its_error() {
     let rep = user("Juan", &[UserRole::CommerceRep], &[ContactType::Phone]);
-    let r = run(
-        commerce(vec![rep]),
-        json!({"target_criteria": [{"type": "ROLE_MATCH"}]}),
-    )
-    .await;
+    let r = run(commerce(vec![rep]), json!({"target_criteria": [{"type": "ROLE_MATCH"}]})).await;
     let target = r.trace.target.unwrap();
     assert_eq!(target.criteria[0].outcome, trace::CriterionOutcome::Failed);
-    assert!(
-        target.criteria[0]
-            .error
-            .as_ref()
-            .unwrap()
-            .message
-            .contains("config.role is required")
-    );
+    assert!(target.criteria[0].error.as_ref().unwrap().message.contains("config.role is required"));
     assert_eq!(r.target.lock_reason, Some(LockReason::FallbackCommerceRep));
 }

@@ -12,9 +12,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::domain::activity::{CallerAttribute, NewActivity, TargetCriterion};
-use crate::domain::{
-    ActivityId, ActivityStatus, ActivityType, Channel, CommerceId, TenantId, attribute_key_id,
-};
+use crate::domain::{ActivityId, ActivityStatus, ActivityType, Channel, CommerceId, TenantId, attribute_key_id};
 use crate::resolve::{AttributeDecision, Resolution, TargetDecision};
 
 use super::Page;
@@ -218,9 +216,7 @@ pub async fn insert(pool: &PgPool, r: &NewRecord<'_>) -> Result<Inserted, sqlx::
     // The key's holder committed before our insert gave up on it, so a fresh
     // statement sees it.
     let holder = find_by_idempotency_key(pool, r.tenant, &a.idempotency_key).await?;
-    holder
-        .map(Inserted::Duplicate)
-        .ok_or(sqlx::Error::RowNotFound)
+    holder.map(Inserted::Duplicate).ok_or(sqlx::Error::RowNotFound)
 }
 
 /// An activity row.
@@ -257,11 +253,7 @@ const ACTIVITY_COLUMNS: &str = "a.id, a.idempotency_key, a.type, a.channel, a.st
 
 /// One activity, if the tenant has it.
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant, activity_id = %id))]
-pub async fn get(
-    pool: &PgPool,
-    tenant: TenantId,
-    id: ActivityId,
-) -> Result<Option<ActivityRow>, sqlx::Error> {
+pub async fn get(pool: &PgPool, tenant: TenantId, id: ActivityId) -> Result<Option<ActivityRow>, sqlx::Error> {
     sqlx::query_as::<_, ActivityRow>(&format!(
         "SELECT {ACTIVITY_COLUMNS} FROM activities a \
          LEFT JOIN commerces c ON c.tenant_id = a.tenant_id AND c.id = a.commerce_id \
@@ -294,11 +286,7 @@ pub async fn list(
     filter: &ActivityFilter,
     page: Page,
 ) -> Result<(Vec<ActivityRow>, i64), sqlx::Error> {
-    fn push_filters<'a>(
-        qb: &mut QueryBuilder<'a, Postgres>,
-        tenant: TenantId,
-        f: &'a ActivityFilter,
-    ) {
+    fn push_filters<'a>(qb: &mut QueryBuilder<'a, Postgres>, tenant: TenantId, f: &'a ActivityFilter) {
         qb.push(" WHERE a.tenant_id = ").push_bind(tenant);
         if let Some(s) = f.status {
             qb.push(" AND a.status = ").push_bind(s.as_str());

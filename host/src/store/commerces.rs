@@ -8,8 +8,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 use crate::domain::commerce::{
-    Address, Commerce, CommercePatch, CommerceUser, HistoryEntry, SyncCommerce, SyncRequest,
-    with_overall_history,
+    Address, Commerce, CommercePatch, CommerceUser, HistoryEntry, SyncCommerce, SyncRequest, with_overall_history,
 };
 use crate::domain::{CommerceId, TenantId};
 
@@ -109,20 +108,12 @@ pub enum SyncError {
 
 /// Creates or updates every commerce of the request, in one transaction.
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant, items = req.items.len()))]
-pub async fn sync(
-    pool: &PgPool,
-    tenant: TenantId,
-    req: &SyncRequest,
-) -> Result<SyncCounts, SyncError> {
+pub async fn sync(pool: &PgPool, tenant: TenantId, req: &SyncRequest) -> Result<SyncCounts, SyncError> {
     let mut tx = pool.begin().await?;
     let mut counts = SyncCounts::default();
     for (index, item) in req.items.iter().enumerate() {
         let inserted = upsert_commerce(&mut tx, tenant, index, item).await?;
-        if inserted {
-            counts.created += 1
-        } else {
-            counts.updated += 1
-        }
+        if inserted { counts.created += 1 } else { counts.updated += 1 }
     }
     tx.commit().await?;
     Ok(counts)
@@ -201,10 +192,7 @@ async fn upsert_commerce(
     }
 
     for (pos, user) in item.users.iter().flatten().enumerate() {
-        let roles: Option<Vec<&str>> = user
-            .roles
-            .as_ref()
-            .map(|r| r.iter().map(|r| r.as_str()).collect());
+        let roles: Option<Vec<&str>> = user.roles.as_ref().map(|r| r.iter().map(|r| r.as_str()).collect());
         let user_id: Uuid = sqlx::query_scalar(
             r#"
             INSERT INTO commerce_users (tenant_id, id, commerce_id, external_id, name, roles, is_active, position)
@@ -230,13 +218,11 @@ async fn upsert_commerce(
         .await?;
 
         if let Some(contacts) = &user.contacts {
-            sqlx::query(
-                "DELETE FROM commerce_user_contacts WHERE tenant_id = $1 AND commerce_user_id = $2",
-            )
-            .bind(tenant)
-            .bind(user_id)
-            .execute(&mut **tx)
-            .await?;
+            sqlx::query("DELETE FROM commerce_user_contacts WHERE tenant_id = $1 AND commerce_user_id = $2")
+                .bind(tenant)
+                .bind(user_id)
+                .execute(&mut **tx)
+                .await?;
             if !contacts.is_empty() {
                 let mut qb = QueryBuilder::<Postgres>::new(
                     "INSERT INTO commerce_user_contacts (tenant_id, id, commerce_user_id, contact_type, value, \
@@ -272,7 +258,8 @@ pub struct CommerceRow {
     pub updated_at: DateTime<Utc>,
 }
 
-const COMMERCE_COLUMNS: &str = "id, external_id, name, tax_id, global_external_id, is_active, metadata, created_at, updated_at";
+const COMMERCE_COLUMNS: &str =
+    "id, external_id, name, tax_id, global_external_id, is_active, metadata, created_at, updated_at";
 
 /// The filters of `GET /api/commerces`.
 #[derive(Clone, Debug, Default)]
@@ -292,11 +279,7 @@ pub async fn list(
     filter: &CommerceFilter,
     page: Page,
 ) -> Result<(Vec<CommerceRow>, i64), sqlx::Error> {
-    fn push_filters<'a>(
-        qb: &mut QueryBuilder<'a, Postgres>,
-        tenant: TenantId,
-        f: &'a CommerceFilter,
-    ) {
+    fn push_filters<'a>(qb: &mut QueryBuilder<'a, Postgres>, tenant: TenantId, f: &'a CommerceFilter) {
         qb.push(" WHERE tenant_id = ").push_bind(tenant);
         if let Some(s) = &f.search {
             let pattern = format!("%{}%", escape_like(s));
@@ -332,9 +315,7 @@ pub async fn list(
 
 /// Escapes `%`, `_` and `\` for a LIKE pattern.
 pub fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
 /// A commerce with its addresses and users, as `GET /api/commerces/:id` shows it.
@@ -379,11 +360,7 @@ pub struct ContactRow {
 
 /// One commerce with its addresses, users, roles and contacts.
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant, commerce_id = %id))]
-pub async fn get(
-    pool: &PgPool,
-    tenant: TenantId,
-    id: CommerceId,
-) -> Result<Option<CommerceDetail>, sqlx::Error> {
+pub async fn get(pool: &PgPool, tenant: TenantId, id: CommerceId) -> Result<Option<CommerceDetail>, sqlx::Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
         #[sqlx(flatten)]
@@ -420,11 +397,7 @@ pub async fn get(
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|r| CommerceDetail {
-        commerce: r.commerce,
-        addresses: r.addresses.0,
-        users: r.users.0,
-    }))
+    Ok(row.map(|r| CommerceDetail { commerce: r.commerce, addresses: r.addresses.0, users: r.users.0 }))
 }
 
 /// Why a patch failed.

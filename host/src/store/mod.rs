@@ -41,14 +41,9 @@ impl Default for PoolSettings {
 
 /// Creates the database named in `url` if it does not exist yet.
 pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
-    if !Postgres::database_exists(url)
-        .await
-        .context("failed to reach Postgres to check that the database exists")?
-    {
+    if !Postgres::database_exists(url).await.context("failed to reach Postgres to check that the database exists")? {
         tracing::info!("creating the database named in DATABASE_URL");
-        Postgres::create_database(url)
-            .await
-            .context("failed to create the database")?;
+        Postgres::create_database(url).await.context("failed to create the database")?;
     }
     Ok(())
 }
@@ -71,19 +66,14 @@ pub async fn connect(url: &str, settings: &PoolSettings) -> anyhow::Result<PgPoo
 
 /// Applies the pending migrations.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR
-        .run(pool)
-        .await
-        .context("failed to apply the migrations")?;
+    MIGRATOR.run(pool).await.context("failed to apply the migrations")?;
     Ok(())
 }
 
 /// The name of the unique or foreign-key constraint a database error broke.
 pub fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
     match err {
-        sqlx::Error::Database(db) if db.is_unique_violation() || db.is_foreign_key_violation() => {
-            db.constraint()
-        }
+        sqlx::Error::Database(db) if db.is_unique_violation() || db.is_foreign_key_violation() => db.constraint(),
         _ => None,
     }
 }

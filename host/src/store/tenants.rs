@@ -25,12 +25,7 @@ pub enum CreateTenantError {
 
 /// Creates a tenant.
 #[tracing::instrument(skip_all, fields(tenant_id = %id))]
-pub async fn create(
-    pool: &PgPool,
-    id: TenantId,
-    name: &str,
-    slug: &str,
-) -> Result<TenantRow, CreateTenantError> {
+pub async fn create(pool: &PgPool, id: TenantId, name: &str, slug: &str) -> Result<TenantRow, CreateTenantError> {
     sqlx::query_as::<_, TenantRow>(
         "INSERT INTO tenants (id, name, slug) VALUES ($1, $2, $3) RETURNING id, name, slug, created_at",
     )
@@ -47,8 +42,5 @@ pub async fn create(
 
 /// Whether a tenant exists.
 pub async fn exists(pool: &PgPool, id: TenantId) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
-        .bind(id)
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)").bind(id).fetch_one(pool).await
 }

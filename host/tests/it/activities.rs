@@ -18,9 +18,7 @@ async fn the_seed_example_answers_201_with_exactly_the_documented_fields(pool: P
     let app = TestApp::new(pool).await;
     let (tenant, commerce) = app.seeded("seed").await;
 
-    let res = app
-        .create_activity(tenant, &seed_body(commerce, "msg-2025-01-15-001"))
-        .await;
+    let res = app.create_activity(tenant, &seed_body(commerce, "msg-2025-01-15-001")).await;
     res.assert_status(StatusCode::CREATED);
     let b = &res.body;
     let expected: BTreeSet<String> = [
@@ -46,15 +44,9 @@ async fn the_seed_example_answers_201_with_exactly_the_documented_fields(pool: P
     assert_eq!(b["idempotencyKey"], "msg-2025-01-15-001");
     assert_eq!(b["scheduledAt"], "2025-01-16T09:00:00.000Z");
     assert_eq!(b["reason"], "Monthly promotion");
-    assert_eq!(
-        b["commerceAssignment"],
-        json!({"commerceId": commerce.to_string()})
-    );
+    assert_eq!(b["commerceAssignment"], json!({"commerceId": commerce.to_string()}));
     let id = b["id"].as_str().unwrap();
-    assert_eq!(
-        res.headers["location"],
-        format!("/api/activities/{id}").as_str()
-    );
+    assert_eq!(res.headers["location"], format!("/api/activities/{id}").as_str());
     assert!(b["createdAt"].as_str().unwrap().ends_with('Z'));
     assert_eq!(b["targetUsers"][0]["resolutionStatus"], "LOCKED");
     assert_eq!(b["attributes"][0]["key"], "commerce_info");
@@ -101,10 +93,7 @@ async fn fifty_concurrent_requests_with_one_key_create_exactly_one_activity(pool
     }
     assert_eq!(created.len(), 1);
     assert_eq!(conflicts.len(), 49);
-    assert!(
-        conflicts.iter().all(|id| *id == created[0]),
-        "every 409 names the winner"
-    );
+    assert!(conflicts.iter().all(|id| *id == created[0]), "every 409 names the winner");
     assert_eq!(app.count("activities").await, 1);
     assert_eq!(app.count("activity_target_users").await, 1);
     assert_eq!(app.count("activity_status_events").await, 1);
@@ -114,9 +103,7 @@ async fn fifty_concurrent_requests_with_one_key_create_exactly_one_activity(pool
 async fn an_unknown_commerce_is_404(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let (tenant, _) = app.seeded("unknown").await;
-    let res = app
-        .create_activity(tenant, &seed_body(uuid::Uuid::new_v4(), "k"))
-        .await;
+    let res = app.create_activity(tenant, &seed_body(uuid::Uuid::new_v4(), "k")).await;
     res.assert_status(StatusCode::NOT_FOUND);
     assert!(res.body["detail"].as_str().unwrap().contains("commerce"));
     assert_eq!(app.count("activities").await, 0);
@@ -127,26 +114,18 @@ async fn another_tenants_commerce_and_activity_are_404(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let (tenant_a, commerce_a) = app.seeded("tenant-a").await;
     let (tenant_b, _) = app.seeded("tenant-b").await;
-    let created = app
-        .create_activity(tenant_a, &seed_body(commerce_a, "a-1"))
-        .await;
+    let created = app.create_activity(tenant_a, &seed_body(commerce_a, "a-1")).await;
     created.assert_status(StatusCode::CREATED);
     let activity_a = created.body["id"].as_str().unwrap();
 
-    let res = app
-        .create_activity(tenant_b, &seed_body(commerce_a, "b-1"))
-        .await;
+    let res = app.create_activity(tenant_b, &seed_body(commerce_a, "b-1")).await;
     res.assert_status(StatusCode::NOT_FOUND);
     for path in ["", "/target-users", "/attributes", "/status-events"] {
-        let res = app
-            .get(tenant_b, &format!("/api/activities/{activity_a}{path}"))
-            .await;
+        let res = app.get(tenant_b, &format!("/api/activities/{activity_a}{path}")).await;
         res.assert_status(StatusCode::NOT_FOUND);
         assert!(!res.body.to_string().contains(&commerce_a.to_string()));
     }
-    let res = app
-        .get(tenant_b, &format!("/api/commerces/{commerce_a}"))
-        .await;
+    let res = app.get(tenant_b, &format!("/api/commerces/{commerce_a}")).await;
     res.assert_status(StatusCode::NOT_FOUND);
     let list = app.get(tenant_b, "/api/activities").await;
     assert_eq!(list.body["meta"]["total"], 0);
@@ -170,23 +149,12 @@ async fn the_read_routes_show_what_was_stored_in_camel_case(pool: PgPool) {
     assert_eq!(d["status"], "READY");
     assert_eq!(d["score"], 7);
     assert_eq!(d["suggestedExecutionTime"], "2025-01-16T09:30:00.000Z");
-    assert_eq!(
-        d["commerceAssignment"]["commerce"]["name"],
-        "Almacén Don Pepe"
-    );
-    assert_eq!(
-        d["targetUsers"], created.body["targetUsers"],
-        "create and read render the same target users"
-    );
-    assert_eq!(
-        d["attributes"], created.body["attributes"],
-        "create and read render the same attributes"
-    );
+    assert_eq!(d["commerceAssignment"]["commerce"]["name"], "Almacén Don Pepe");
+    assert_eq!(d["targetUsers"], created.body["targetUsers"], "create and read render the same target users");
+    assert_eq!(d["attributes"], created.body["attributes"], "create and read render the same attributes");
     assert_eq!(d["createdAt"], created.body["createdAt"]);
 
-    let targets = app
-        .get(tenant, &format!("/api/activities/{id}/target-users"))
-        .await;
+    let targets = app.get(tenant, &format!("/api/activities/{id}/target-users")).await;
     let t = &targets.body[0];
     assert_eq!(t["resolutionStatus"], "LOCKED");
     assert_eq!(t["resolutionStrategy"], "ON_CREATION");
@@ -198,9 +166,7 @@ async fn the_read_routes_show_what_was_stored_in_camel_case(pool: PgPool) {
     assert_eq!(t["commerceUser"]["firstName"], "Juan");
     assert_eq!(t["commerceUser"]["lastName"], "Perez");
 
-    let attrs = app
-        .get(tenant, &format!("/api/activities/{id}/attributes"))
-        .await;
+    let attrs = app.get(tenant, &format!("/api/activities/{id}/attributes")).await;
     let a = attrs.body.as_array().unwrap();
     assert_eq!(a.len(), 2);
     assert_eq!(a[0]["key"], "commerce_info");
@@ -211,9 +177,7 @@ async fn the_read_routes_show_what_was_stored_in_camel_case(pool: PgPool) {
     assert_eq!(a[1]["value"], json!([{"code": "2x1"}]));
     assert!(a[0]["attributeKeyId"].as_str().is_some());
 
-    let events = app
-        .get(tenant, &format!("/api/activities/{id}/status-events"))
-        .await;
+    let events = app.get(tenant, &format!("/api/activities/{id}/status-events")).await;
     let e = &events.body[0];
     assert_eq!(e["eventType"], "CREATED");
     assert_eq!(e["fromStatus"], Value::Null);
@@ -230,35 +194,21 @@ async fn the_activity_list_filters_and_pages(pool: PgPool) {
             body["channel"] = json!("EMAIL");
             body["type"] = json!("TASK");
         }
-        app.create_activity(tenant, &body)
-            .await
-            .assert_status(StatusCode::CREATED);
+        app.create_activity(tenant, &body).await.assert_status(StatusCode::CREATED);
     }
     let all = app.get(tenant, "/api/activities?per_page=2").await;
     all.assert_status(StatusCode::OK);
-    assert_eq!(
-        all.body["meta"],
-        json!({"page": 1, "limit": 2, "total": 3, "totalPages": 2})
-    );
+    assert_eq!(all.body["meta"], json!({"page": 1, "limit": 2, "total": 3, "totalPages": 2}));
     assert_eq!(all.body["data"].as_array().unwrap().len(), 2);
 
-    let email = app
-        .get(tenant, "/api/activities?channel=EMAIL&type=TASK")
-        .await;
+    let email = app.get(tenant, "/api/activities?channel=EMAIL&type=TASK").await;
     assert_eq!(email.body["meta"]["total"], 1);
     assert_eq!(email.body["data"][0]["idempotencyKey"], "list-2");
 
-    let searched = app
-        .get(tenant, "/api/activities?search=LIST-1&limit=10")
-        .await;
+    let searched = app.get(tenant, "/api/activities?search=LIST-1&limit=10").await;
     assert_eq!(searched.body["meta"]["total"], 1);
 
-    let bad = app
-        .get(
-            tenant,
-            "/api/activities?status=DONE&per_page=500&colour=red",
-        )
-        .await;
+    let bad = app.get(tenant, "/api/activities?status=DONE&per_page=500&colour=red").await;
     bad.assert_status(StatusCode::BAD_REQUEST);
     assert_eq!(bad.error_fields(), ["status", "per_page", "colour"]);
 }
@@ -267,15 +217,7 @@ async fn the_activity_list_filters_and_pages(pool: PgPool) {
 async fn a_malformed_activity_id_is_a_400_naming_the_parameter(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let (tenant, _) = app.seeded("badid").await;
-    let res = app
-        .call(
-            Method::GET,
-            "/api/activities/not-a-uuid",
-            Some(&admin_token(tenant)),
-            Some(tenant),
-            None,
-        )
-        .await;
+    let res = app.call(Method::GET, "/api/activities/not-a-uuid", Some(&admin_token(tenant)), Some(tenant), None).await;
     res.assert_status(StatusCode::BAD_REQUEST);
     assert_eq!(res.error_fields(), ["id"]);
 }

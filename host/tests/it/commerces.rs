@@ -10,12 +10,7 @@ use crate::support::{TestApp, admin_token, standard_commerce, token};
 async fn sync_creates_then_updates_by_external_id(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let tenant = app.create_tenant("sync").await;
-    let res = app
-        .sync(
-            tenant,
-            json!([standard_commerce("c-1"), standard_commerce("c-2")]),
-        )
-        .await;
+    let res = app.sync(tenant, json!([standard_commerce("c-1"), standard_commerce("c-2")])).await;
     res.assert_status(StatusCode::CREATED);
     assert_eq!(res.body, json!({"created": 2, "updated": 0, "total": 2}));
 
@@ -23,9 +18,7 @@ async fn sync_creates_then_updates_by_external_id(pool: PgPool) {
     changed["name"] = json!("Renamed");
     changed["metadata"] = json!({"tier": "A"});
     changed["users"] = json!([{"external_id": "u-juan", "roles": ["COMMERCE_REP", "ADMIN"]}]);
-    let res = app
-        .sync(tenant, json!([changed, standard_commerce("c-3")]))
-        .await;
+    let res = app.sync(tenant, json!([changed, standard_commerce("c-3")])).await;
     assert_eq!(res.body, json!({"created": 1, "updated": 1, "total": 2}));
 
     let id = app.commerce_id(tenant, "c-1").await;
@@ -44,14 +37,8 @@ async fn sync_creates_then_updates_by_external_id(pool: PgPool) {
     let users = d["users"].as_array().unwrap();
     assert_eq!(users.len(), 4, "users not listed in a sync are kept");
     let juan = users.iter().find(|u| u["externalId"] == "u-juan").unwrap();
-    assert_eq!(
-        juan["roles"],
-        json!([{"role": "COMMERCE_REP"}, {"role": "ADMIN"}])
-    );
-    assert_eq!(
-        juan["contacts"][0]["type"], "PHONE",
-        "contacts are kept when not sent"
-    );
+    assert_eq!(juan["roles"], json!([{"role": "COMMERCE_REP"}, {"role": "ADMIN"}]));
+    assert_eq!(juan["contacts"][0]["type"], "PHONE", "contacts are kept when not sent");
     assert_eq!(juan["firstName"], "Juan");
 }
 
@@ -65,9 +52,7 @@ async fn sync_refuses_bad_items_and_writes_nothing(pool: PgPool) {
     res.assert_status(StatusCode::BAD_REQUEST);
     assert_eq!(res.error_fields(), ["items[0].users[0].roles[0]"]);
 
-    let items: Vec<_> = (0..1001)
-        .map(|i| json!({"external_id": format!("c-{i}"), "name": "x"}))
-        .collect();
+    let items: Vec<_> = (0..1001).map(|i| json!({"external_id": format!("c-{i}"), "name": "x"})).collect();
     let res = app.sync(tenant, json!(items)).await;
     res.assert_status(StatusCode::BAD_REQUEST);
     assert_eq!(res.error_fields(), ["items"]);
@@ -78,28 +63,12 @@ async fn sync_refuses_bad_items_and_writes_nothing(pool: PgPool) {
     b["tax_id"] = json!("same");
     let res = app.sync(tenant, json!([a, b])).await;
     res.assert_status(StatusCode::CONFLICT);
-    assert!(
-        res.body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("items[1].tax_id")
-    );
-    assert_eq!(
-        app.count("commerces").await,
-        0,
-        "a failed sync writes nothing"
-    );
+    assert!(res.body["detail"].as_str().unwrap().contains("items[1].tax_id"));
+    assert_eq!(app.count("commerces").await, 0, "a failed sync writes nothing");
 
     let viewer = token("v", &[tenant], &["FDE"], &[]);
-    let res = app
-        .call(
-            Method::POST,
-            "/api/commerces/sync",
-            Some(&viewer),
-            Some(tenant),
-            Some(&json!({"items": []})),
-        )
-        .await;
+    let res =
+        app.call(Method::POST, "/api/commerces/sync", Some(&viewer), Some(tenant), Some(&json!({"items": []}))).await;
     res.assert_status(StatusCode::FORBIDDEN);
 }
 
@@ -110,42 +79,25 @@ async fn commerces_list_with_filters_and_patch_merges_metadata(pool: PgPool) {
     let mut inactive = standard_commerce("c-2");
     inactive["is_active"] = json!(false);
     inactive["name"] = json!("Ferretería Sur");
-    app.sync(tenant, json!([standard_commerce("c-1"), inactive]))
-        .await
-        .assert_status(StatusCode::CREATED);
+    app.sync(tenant, json!([standard_commerce("c-1"), inactive])).await.assert_status(StatusCode::CREATED);
 
     let res = app.get(tenant, "/api/commerces?is_active=false").await;
     assert_eq!(res.body["meta"]["total"], 1);
     assert_eq!(res.body["data"][0]["externalId"], "c-2");
     let res = app.get(tenant, "/api/commerces?search=ferre").await;
     assert_eq!(res.body["meta"]["total"], 1);
-    let res = app
-        .get(tenant, "/api/commerces?search=c-&page=2&limit=1")
-        .await;
-    assert_eq!(
-        res.body["meta"],
-        json!({"page": 2, "limit": 1, "total": 2, "totalPages": 2})
-    );
+    let res = app.get(tenant, "/api/commerces?search=c-&page=2&limit=1").await;
+    assert_eq!(res.body["meta"], json!({"page": 2, "limit": 1, "total": 2, "totalPages": 2}));
 
     let id = app.commerce_id(tenant, "c-1").await;
-    let patch =
-        json!({"name": "Nuevo", "metadata": {"segment": "silver", "vip": true}, "tax_id": null});
+    let patch = json!({"name": "Nuevo", "metadata": {"segment": "silver", "vip": true}, "tax_id": null});
     let res = app
-        .call(
-            Method::PATCH,
-            &format!("/api/commerces/{id}"),
-            Some(&admin_token(tenant)),
-            Some(tenant),
-            Some(&patch),
-        )
+        .call(Method::PATCH, &format!("/api/commerces/{id}"), Some(&admin_token(tenant)), Some(tenant), Some(&patch))
         .await;
     res.assert_status(StatusCode::OK);
     assert_eq!(res.body["name"], "Nuevo");
     assert_eq!(res.body["taxId"], serde_json::Value::Null);
-    assert_eq!(
-        res.body["metadata"],
-        json!({"segment": "silver", "vip": true, "promotions": [{"code": "2x1"}]})
-    );
+    assert_eq!(res.body["metadata"], json!({"segment": "silver", "vip": true, "promotions": [{"code": "2x1"}]}));
 
     let other = app.commerce_id(tenant, "c-2").await;
     let res = app

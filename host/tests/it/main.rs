@@ -7,6 +7,10 @@ mod support;
 
 mod activities;
 mod auth;
+mod cli;
 mod commerces;
+mod policy_admin;
+mod reload;
 mod resolution;
 mod validation;
+mod wasm;

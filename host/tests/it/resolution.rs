@@ -48,12 +48,7 @@ async fn a_whatsapp_activity_skips_a_user_without_phone_or_whatsapp(pool: PgPool
     let ana = app.user_id(tenant, commerce, "u-ana").await;
     let juan = app.user_id(tenant, commerce, "u-juan").await;
     let criteria = json!([{"type": "ROLE_MATCH", "config": {"role": "ORDERS"}}]);
-    let b = create(
-        &app,
-        tenant,
-        body_with(commerce, "reach-1", "WHATSAPP", criteria),
-    )
-    .await;
+    let b = create(&app, tenant, body_with(commerce, "reach-1", "WHATSAPP", criteria)).await;
     assert_eq!(b["targetUsers"][0]["commerceUserId"], juan.as_str());
     assert_eq!(b["targetUsers"][0]["lockReason"], "FALLBACK_COMMERCE_REP");
     let tr = trace(&app, tenant, &b).await;
@@ -61,19 +56,11 @@ async fn a_whatsapp_activity_skips_a_user_without_phone_or_whatsapp(pool: PgPool
     assert_eq!(step["outcome"], "NO_MATCH");
     assert_eq!(step["candidates"][0]["commerceUserId"], ana.as_str());
     assert_eq!(step["candidates"][0]["skipReason"], "UNREACHABLE");
-    assert_eq!(
-        tr["target"]["criteriaSource"], "REQUEST",
-        "the request's criteria replaced the config's"
-    );
+    assert_eq!(tr["target"]["criteriaSource"], "REQUEST", "the request's criteria replaced the config's");
 
     // The same criterion on EMAIL reaches her.
     let criteria = json!([{"type": "ROLE_MATCH", "config": {"role": "ORDERS"}}]);
-    let b = create(
-        &app,
-        tenant,
-        body_with(commerce, "reach-2", "EMAIL", criteria),
-    )
-    .await;
+    let b = create(&app, tenant, body_with(commerce, "reach-2", "EMAIL", criteria)).await;
     assert_eq!(b["targetUsers"][0]["commerceUserId"], ana.as_str());
 }
 
@@ -84,56 +71,23 @@ async fn last_contacted_picks_the_user_most_recently_targeted_on_the_channel(poo
     let maria = app.user_id(tenant, commerce, "u-maria").await;
     let ana = app.user_id(tenant, commerce, "u-ana").await;
     let role = |r: &str| json!([{"type": "ROLE_MATCH", "config": {"role": r}}]);
-    create(
-        &app,
-        tenant,
-        body_with(commerce, "lc-1", "SALESMAN", role("OWNER")),
-    )
-    .await;
-    create(
-        &app,
-        tenant,
-        body_with(commerce, "lc-2", "SALESMAN", role("ORDERS")),
-    )
-    .await;
-    create(
-        &app,
-        tenant,
-        body_with(commerce, "lc-3", "WHATSAPP", role("OWNER")),
-    )
-    .await;
+    create(&app, tenant, body_with(commerce, "lc-1", "SALESMAN", role("OWNER"))).await;
+    create(&app, tenant, body_with(commerce, "lc-2", "SALESMAN", role("ORDERS"))).await;
+    create(&app, tenant, body_with(commerce, "lc-3", "WHATSAPP", role("OWNER"))).await;
 
     let same = json!([{"type": "LAST_CONTACTED_SAME_CHANNEL"}]);
     let b = create(&app, tenant, body_with(commerce, "lc-4", "SALESMAN", same)).await;
-    assert_eq!(
-        b["targetUsers"][0]["commerceUserId"],
-        ana.as_str(),
-        "Ana was the last on SALESMAN"
-    );
-    assert_eq!(
-        b["targetUsers"][0]["criterionType"],
-        "LAST_CONTACTED_SAME_CHANNEL"
-    );
+    assert_eq!(b["targetUsers"][0]["commerceUserId"], ana.as_str(), "Ana was the last on SALESMAN");
+    assert_eq!(b["targetUsers"][0]["criterionType"], "LAST_CONTACTED_SAME_CHANNEL");
 
     let all = json!([{"type": "LAST_CONTACTED_ALL_CHANNELS"}]);
     let b = create(&app, tenant, body_with(commerce, "lc-5", "PUSH", all)).await;
-    assert_eq!(
-        b["targetUsers"][0]["commerceUserId"],
-        ana.as_str(),
-        "lc-4 targeted Ana last of all"
-    );
-    assert_eq!(
-        b["targetUsers"][0]["criterionType"],
-        "LAST_CONTACTED_ALL_CHANNELS"
-    );
+    assert_eq!(b["targetUsers"][0]["commerceUserId"], ana.as_str(), "lc-4 targeted Ana last of all");
+    assert_eq!(b["targetUsers"][0]["criterionType"], "LAST_CONTACTED_ALL_CHANNELS");
 
     let same = json!([{"type": "LAST_CONTACTED_SAME_CHANNEL"}]);
     let b = create(&app, tenant, body_with(commerce, "lc-6", "WHATSAPP", same)).await;
-    assert_eq!(
-        b["targetUsers"][0]["commerceUserId"],
-        maria.as_str(),
-        "Maria was the last on WHATSAPP"
-    );
+    assert_eq!(b["targetUsers"][0]["commerceUserId"], maria.as_str(), "Maria was the last on WHATSAPP");
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -166,13 +120,8 @@ async fn no_match_falls_back_to_the_rep_then_the_owner_then_fails(pool: PgPool) 
     assert!(t["errorMessage"].as_str().unwrap().contains("WHATSAPP"));
     let id = b["id"].as_str().unwrap();
     let stored = app.get(tenant, &format!("/api/activities/{id}")).await;
-    assert_eq!(
-        stored.body["status"], "UNRESOLVED",
-        "an unresolved activity is still stored"
-    );
-    let events = app
-        .get(tenant, &format!("/api/activities/{id}/status-events"))
-        .await;
+    assert_eq!(stored.body["status"], "UNRESOLVED", "an unresolved activity is still stored");
+    let events = app.get(tenant, &format!("/api/activities/{id}/status-events")).await;
     assert_eq!(events.body[0]["toStatus"], "UNRESOLVED");
 }
 
@@ -188,11 +137,7 @@ async fn a_tenant_criterion_overrides_the_global_one_of_the_same_name(pool: PgPo
     assert_eq!(t["commerceUserId"], maria.as_str());
     assert_eq!(t["policyName"], "role_match");
     let sha = reten_host::policy::loader::sha256_hex(source.as_bytes());
-    assert_eq!(
-        t["policyVersion"],
-        sha.as_str(),
-        "the tenant's file decided"
-    );
+    assert_eq!(t["policyVersion"], sha.as_str(), "the tenant's file decided");
 
     // Another tenant still gets the global policy.
     let (other, other_commerce) = app.seeded("override-other").await;
@@ -218,21 +163,11 @@ async fn manual_and_on_dispatch_strategies_leave_the_target_pending(pool: PgPool
         priority = 1
         "#,
     );
-    let b = create(
-        &app,
-        tenant,
-        body_with(commerce, "p-1", "EMAIL", Value::Null),
-    )
-    .await;
+    let b = create(&app, tenant, body_with(commerce, "p-1", "EMAIL", Value::Null)).await;
     assert_eq!(b["targetUsers"][0]["resolutionStatus"], "PENDING");
     assert_eq!(b["targetUsers"][0]["resolutionStrategy"], "MANUAL");
     assert_eq!(b["status"], "READY");
-    let b = create(
-        &app,
-        tenant,
-        body_with(commerce, "p-2", "WHATSAPP", Value::Null),
-    )
-    .await;
+    let b = create(&app, tenant, body_with(commerce, "p-2", "WHATSAPP", Value::Null)).await;
     assert_eq!(b["targetUsers"][0]["resolutionStrategy"], "ON_DISPATCH");
     assert_eq!(b["targetUsers"][0]["resolutionStatus"], "PENDING");
 }
@@ -255,11 +190,7 @@ async fn a_caller_value_wins_over_the_policy(pool: PgPool) {
 async fn a_failing_attribute_policy_uses_the_fallback_or_fails_the_activity(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let (tenant, commerce) = app.seeded("attrfail").await;
-    app.write_tenant_file(
-        tenant,
-        "attributes/commerce_info.rhai",
-        "fn resolve(input) { throw \"crm down\" }",
-    );
+    app.write_tenant_file(tenant, "attributes/commerce_info.rhai", "fn resolve(input) { throw \"crm down\" }");
 
     let mut body = seed_body(commerce, "af-1");
     body["attributes"] = json!([{"key": "commerce_info", "fallback": {"name": "unknown"}}]);
@@ -267,10 +198,7 @@ async fn a_failing_attribute_policy_uses_the_fallback_or_fails_the_activity(pool
     let a = &b["attributes"][0];
     assert_eq!(a["resolutionStatus"], "FALLBACK");
     assert_eq!(a["value"], json!({"name": "unknown"}));
-    assert!(
-        a["errorMessage"].as_str().unwrap().contains("crm down"),
-        "{a}"
-    );
+    assert!(a["errorMessage"].as_str().unwrap().contains("crm down"), "{a}");
     assert_eq!(b["status"], "READY");
 
     let b = create(&app, tenant, seed_body(commerce, "af-2")).await;
@@ -316,77 +244,39 @@ async fn configured_strategies_and_fallbacks_apply(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn a_looping_a_throwing_and_a_misshapen_policy_are_skipped_with_the_reason_traced(
-    pool: PgPool,
-) {
+async fn a_looping_a_throwing_and_a_misshapen_policy_are_skipped_with_the_reason_traced(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let (tenant, commerce) = app.seeded("broken").await;
-    app.write_tenant_file(
-        tenant,
-        "criteria/spin.rhai",
-        "fn resolve(input) { let x = 0; loop { x += 1; } }",
-    );
-    app.write_tenant_file(
-        tenant,
-        "criteria/boom.rhai",
-        "fn resolve(input) { throw \"boom\" }",
-    );
+    app.write_tenant_file(tenant, "criteria/spin.rhai", "fn resolve(input) { let x = 0; loop { x += 1; } }");
+    app.write_tenant_file(tenant, "criteria/boom.rhai", "fn resolve(input) { throw \"boom\" }");
     app.write_tenant_file(tenant, "criteria/shape.rhai", "fn resolve(input) { 42 }");
-    app.write_tenant_file(
-        tenant,
-        "attributes/commerce_info.rhai",
-        "fn resolve(input) { loop {} }",
-    );
+    app.write_tenant_file(tenant, "attributes/commerce_info.rhai", "fn resolve(input) { loop {} }");
     let criteria = json!([{"type": "SPIN"}, {"type": "BOOM", "priority": 1}, {"type": "SHAPE", "priority": 2}]);
     let started = std::time::Instant::now();
-    let b = create(
-        &app,
-        tenant,
-        body_with(commerce, "br-1", "WHATSAPP", criteria),
-    )
-    .await;
+    let b = create(&app, tenant, body_with(commerce, "br-1", "WHATSAPP", criteria)).await;
     let elapsed = started.elapsed();
 
-    assert_eq!(
-        b["targetUsers"][0]["lockReason"], "FALLBACK_COMMERCE_REP",
-        "every criterion was skipped"
-    );
+    assert_eq!(b["targetUsers"][0]["lockReason"], "FALLBACK_COMMERCE_REP", "every criterion was skipped");
     assert_eq!(b["attributes"][0]["resolutionStatus"], "FAILED");
     assert_eq!(b["status"], "UNRESOLVED");
     let tr = trace(&app, tenant, &b).await;
     let steps = tr["target"]["criteria"].as_array().unwrap();
-    let kinds: Vec<&str> = steps
-        .iter()
-        .map(|s| s["error"]["kind"].as_str().unwrap())
-        .collect();
+    let kinds: Vec<&str> = steps.iter().map(|s| s["error"]["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["DEADLINE", "POLICY_ERROR", "BAD_OUTPUT"]);
     assert!(steps.iter().all(|s| s["outcome"] == "FAILED"));
-    assert!(
-        steps[1]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("boom")
-    );
+    assert!(steps[1]["error"]["message"].as_str().unwrap().contains("boom"));
     assert_eq!(tr["attributes"][0]["error"]["kind"], "DEADLINE");
     // Each looping call was cut at its 20 ms deadline, so the two of them
     // cannot account for more than a fraction of a second.
     let spin_us = steps[0]["durationUs"].as_u64().unwrap();
-    assert!(
-        (20_000..500_000).contains(&spin_us),
-        "the loop ran {spin_us} µs"
-    );
+    assert!((20_000..500_000).contains(&spin_us), "the loop ran {spin_us} µs");
     assert!(elapsed.as_secs() < 5, "the request took {elapsed:?}");
 
     // The tenant keeps working.
     let b = create(
         &app,
         tenant,
-        body_with(
-            commerce,
-            "br-2",
-            "WHATSAPP",
-            json!([{"type": "ROLE_MATCH", "config": {"role": "OWNER"}}]),
-        ),
+        body_with(commerce, "br-2", "WHATSAPP", json!([{"type": "ROLE_MATCH", "config": {"role": "OWNER"}}])),
     )
     .await;
     assert_eq!(b["targetUsers"][0]["lockReason"], "CRITERIA_MATCH");

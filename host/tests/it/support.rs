@@ -44,22 +44,14 @@ impl TestResponse {
     pub fn error_fields(&self) -> Vec<String> {
         self.body["errors"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
-                    .collect()
-            })
+            .map(|a| a.iter().map(|e| e["field"].as_str().unwrap_or_default().to_owned()).collect())
             .unwrap_or_default()
     }
 
     /// Asserts the status, printing the body when it differs.
     #[track_caller]
     pub fn assert_status(&self, expected: StatusCode) -> &Self {
-        assert_eq!(
-            self.status, expected,
-            "unexpected status; body: {:#}",
-            self.body
-        );
+        assert_eq!(self.status, expected, "unexpected status; body: {:#}", self.body);
         self
     }
 }
@@ -94,23 +86,14 @@ impl TestApp {
     /// An app over `pool` with the given policies directory.
     pub async fn with_policies(pool: PgPool, policies: TempDir) -> Self {
         let registry = Registry::load(policies.path(), RegistryOptions::default()).unwrap();
-        let auth = Authenticator::new(&JwtSettings {
-            secret: Some(SECRET.into()),
-            ..Default::default()
-        })
-        .unwrap();
+        let auth = Authenticator::new(&JwtSettings { secret: Some(SECRET.into()), ..Default::default() }).unwrap();
         let state = AppState {
             pool: pool.clone(),
             registry: Arc::new(registry),
             auth: Arc::new(auth),
             tenants: Default::default(),
         };
-        Self {
-            router: api::router(state.clone()),
-            state,
-            pool,
-            policies,
-        }
+        Self { router: api::router(state.clone()), state, pool, policies }
     }
 
     /// Sends one request through the real router.
@@ -122,14 +105,9 @@ impl TestApp {
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
         };
-        TestResponse {
-            status,
-            headers,
-            body,
-        }
+        TestResponse { status, headers, body }
     }
 
     /// Sends a JSON request with a token and a tenant header.
@@ -149,9 +127,7 @@ impl TestApp {
             req = req.header("x-tenant-id", t.to_string());
         }
         let req = match body {
-            Some(b) => req
-                .header("content-type", "application/json")
-                .body(Body::from(b.to_string())),
+            Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())),
             None => req.body(Body::empty()),
         };
         self.send(req.unwrap()).await
@@ -159,26 +135,12 @@ impl TestApp {
 
     /// `GET` as the tenant's admin.
     pub async fn get(&self, tenant: TenantId, uri: &str) -> TestResponse {
-        self.call(
-            Method::GET,
-            uri,
-            Some(&admin_token(tenant)),
-            Some(tenant),
-            None,
-        )
-        .await
+        self.call(Method::GET, uri, Some(&admin_token(tenant)), Some(tenant), None).await
     }
 
     /// `POST` as the tenant's admin.
     pub async fn post(&self, tenant: TenantId, uri: &str, body: &Value) -> TestResponse {
-        self.call(
-            Method::POST,
-            uri,
-            Some(&admin_token(tenant)),
-            Some(tenant),
-            Some(body),
-        )
-        .await
+        self.call(Method::POST, uri, Some(&admin_token(tenant)), Some(tenant), Some(body)).await
     }
 
     /// Creates a tenant through the API and returns its id.
@@ -198,43 +160,30 @@ impl TestApp {
 
     /// Syncs commerces for a tenant through the API.
     pub async fn sync(&self, tenant: TenantId, items: Value) -> TestResponse {
-        self.post(tenant, "/api/commerces/sync", &json!({ "items": items }))
-            .await
+        self.post(tenant, "/api/commerces/sync", &json!({ "items": items })).await
     }
 
     /// A tenant with the standard commerce `c-1`; returns the tenant and the
     /// commerce's id.
     pub async fn seeded(&self, slug: &str) -> (TenantId, Uuid) {
         let tenant = self.create_tenant(slug).await;
-        self.sync(tenant, json!([standard_commerce("c-1")]))
-            .await
-            .assert_status(StatusCode::CREATED);
+        self.sync(tenant, json!([standard_commerce("c-1")])).await.assert_status(StatusCode::CREATED);
         let commerce = self.commerce_id(tenant, "c-1").await;
         (tenant, commerce)
     }
 
     /// The id of a commerce by external id.
     pub async fn commerce_id(&self, tenant: TenantId, external_id: &str) -> Uuid {
-        let res = self
-            .get(tenant, &format!("/api/commerces?external_id={external_id}"))
-            .await;
+        let res = self.get(tenant, &format!("/api/commerces?external_id={external_id}")).await;
         res.assert_status(StatusCode::OK);
         Uuid::parse_str(res.body["data"][0]["id"].as_str().expect("commerce exists")).unwrap()
     }
 
     /// The id of a commerce user by external id.
     pub async fn user_id(&self, tenant: TenantId, commerce: Uuid, external_id: &str) -> String {
-        let res = self
-            .get(tenant, &format!("/api/commerces/{commerce}"))
-            .await;
+        let res = self.get(tenant, &format!("/api/commerces/{commerce}")).await;
         let users = res.body["users"].as_array().unwrap();
-        users
-            .iter()
-            .find(|u| u["externalId"] == external_id)
-            .expect("user exists")["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        users.iter().find(|u| u["externalId"] == external_id).expect("user exists")["id"].as_str().unwrap().to_owned()
     }
 
     /// Creates an activity as the tenant's admin.
@@ -244,12 +193,7 @@ impl TestApp {
 
     /// Writes a file under the tenant's policy folder and reloads that tenant.
     pub fn write_tenant_file(&self, tenant: TenantId, rel: &str, contents: &str) {
-        let path = self
-            .policies
-            .path()
-            .join("tenants")
-            .join(tenant.to_string())
-            .join(rel);
+        let path = self.policies.path().join("tenants").join(tenant.to_string()).join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, contents).unwrap();
         self.state.registry.reload_all();
@@ -257,10 +201,7 @@ impl TestApp {
 
     /// The number of rows in a table.
     pub async fn count(&self, table: &str) -> i64 {
-        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-            .fetch_one(&self.pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(&self.pool).await.unwrap()
     }
 }
 
@@ -326,4 +267,103 @@ pub fn admin_token(tenant: TenantId) -> String {
 /// A SUPER_ADMIN.
 pub fn super_admin_token() -> String {
     token("root@test", &[], &["SUPER_ADMIN"], &[])
+}
+
+/// A built plugin from `plugins/dist/` (run `plugins/build.sh` first).
+pub fn plugin(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist").join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("{} is missing ({e}); build the plugins with plugins/build.sh (scripts/test does)", path.display())
+    })
+}
+
+impl TestApp {
+    /// Writes raw bytes under the tenant's policy folder and reloads.
+    pub fn write_tenant_bytes(&self, tenant: TenantId, rel: &str, bytes: &[u8]) {
+        let path = self.policies.path().join("tenants").join(tenant.to_string()).join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+        self.state.registry.reload_all();
+    }
+}
+
+impl TestApp {
+    /// An app whose policies directory is watched, as in production (short
+    /// debounce, no periodic rescan).
+    pub async fn watching(pool: PgPool) -> (Self, reten_host::policy::watcher::Watcher) {
+        let policies = tempfile::tempdir().unwrap();
+        copy_dir(&repo_policies(), policies.path());
+        Self::watching_dir(pool, policies).await
+    }
+
+    /// A watched app over the given policies directory.
+    pub async fn watching_dir(pool: PgPool, policies: TempDir) -> (Self, reten_host::policy::watcher::Watcher) {
+        let app = Self::with_policies(pool, policies).await;
+        let options = reten_host::policy::watcher::WatchOptions {
+            debounce: std::time::Duration::from_millis(20),
+            rescan_every: std::time::Duration::from_secs(3_600),
+        };
+        let watcher = reten_host::policy::watcher::spawn(app.state.registry.clone(), options).unwrap();
+        (app, watcher)
+    }
+
+    /// The path of a file in a tenant's folder.
+    pub fn tenant_path(&self, tenant: TenantId, rel: &str) -> PathBuf {
+        self.policies.path().join("tenants").join(tenant.to_string()).join(rel)
+    }
+
+    /// Waits — on the registry's generation, never on a timer — until the
+    /// published state satisfies `cond`; fails after 20 s.
+    pub async fn wait_for(&self, what: &str, cond: impl Fn(&reten_host::policy::registry::RegistryState) -> bool) {
+        let mut rx = self.state.registry.subscribe();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if cond(&self.state.registry.state()) {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => panic!(
+                    "timed out waiting for {what}; errors: {:?}",
+                    self.state.registry.state().errors().collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    /// The version of the criterion serving `criterion_type` for a tenant.
+    pub fn criterion_version(&self, tenant: TenantId, criterion_type: &str) -> Option<String> {
+        self.state.registry.snapshot(tenant).criterion(criterion_type).map(|p| p.version.clone())
+    }
+
+    /// Sends raw bytes with a method, a token and an optional tenant.
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        uri: &str,
+        token: &str,
+        tenant: Option<TenantId>,
+        bytes: Vec<u8>,
+    ) -> TestResponse {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/octet-stream");
+        if let Some(t) = tenant {
+            req = req.header("x-tenant-id", t.to_string());
+        }
+        self.send(req.body(Body::from(bytes)).unwrap()).await
+    }
+}
+
+/// Writes a file (creating its folder) without telling anyone.
+pub fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// The sha256 of some bytes, as policies are versioned.
+pub fn sha(bytes: &[u8]) -> String {
+    reten_host::policy::loader::sha256_hex(bytes)
 }

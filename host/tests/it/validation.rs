@@ -17,11 +17,7 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     vec![
-        Case {
-            rule: "type must be TASK or MESSAGE",
-            field: "type",
-            change: |b| b["type"] = json!("LETTER"),
-        },
+        Case { rule: "type must be TASK or MESSAGE", field: "type", change: |b| b["type"] = json!("LETTER") },
         Case {
             rule: "type is required",
             field: "type",
@@ -29,26 +25,14 @@ fn cases() -> Vec<Case> {
                 b.as_object_mut().unwrap().remove("type");
             },
         },
-        Case {
-            rule: "channel must be known",
-            field: "channel",
-            change: |b| b["channel"] = json!("FAX"),
-        },
-        Case {
-            rule: "reason must not be empty",
-            field: "reason",
-            change: |b| b["reason"] = json!("  "),
-        },
+        Case { rule: "channel must be known", field: "channel", change: |b| b["channel"] = json!("FAX") },
+        Case { rule: "reason must not be empty", field: "reason", change: |b| b["reason"] = json!("  ") },
         Case {
             rule: "reason is at most 1000 characters",
             field: "reason",
             change: |b| b["reason"] = json!("x".repeat(1001)),
         },
-        Case {
-            rule: "commerce_id must be a UUID",
-            field: "commerce_id",
-            change: |b| b["commerce_id"] = json!("c-1"),
-        },
+        Case { rule: "commerce_id must be a UUID", field: "commerce_id", change: |b| b["commerce_id"] = json!("c-1") },
         Case {
             rule: "idempotency_key must not be empty",
             field: "idempotency_key",
@@ -79,16 +63,8 @@ fn cases() -> Vec<Case> {
             field: "suggested_execution_time",
             change: |b| b["suggested_execution_time"] = json!("soon"),
         },
-        Case {
-            rule: "score is a 32-bit integer",
-            field: "score",
-            change: |b| b["score"] = json!(4_294_967_296_i64),
-        },
-        Case {
-            rule: "score is an integer",
-            field: "score",
-            change: |b| b["score"] = json!("10"),
-        },
+        Case { rule: "score is a 32-bit integer", field: "score", change: |b| b["score"] = json!(4_294_967_296_i64) },
+        Case { rule: "score is an integer", field: "score", change: |b| b["score"] = json!("10") },
         Case {
             rule: "target_criteria has at most 20 items",
             field: "target_criteria",
@@ -134,11 +110,7 @@ fn cases() -> Vec<Case> {
             field: "attributes[0].key",
             change: |b| b["attributes"] = json!([{"key": "weather", "value": 1}]),
         },
-        Case {
-            rule: "unknown fields are refused",
-            field: "colour",
-            change: |b| b["colour"] = json!("red"),
-        },
+        Case { rule: "unknown fields are refused", field: "colour", change: |b| b["colour"] = json!("red") },
     ]
 }
 
@@ -150,33 +122,10 @@ async fn each_validation_rule_answers_400_naming_its_field(pool: PgPool) {
         let mut body = seed_body(commerce, "rule");
         (case.change)(&mut body);
         let res = app.create_activity(tenant, &body).await;
-        assert_eq!(
-            res.status,
-            StatusCode::BAD_REQUEST,
-            "{}: {}",
-            case.rule,
-            res.body
-        );
-        assert_eq!(
-            res.error_fields(),
-            [case.field],
-            "{}: {}",
-            case.rule,
-            res.body
-        );
-        assert_eq!(
-            res.headers["content-type"], "application/problem+json",
-            "{}",
-            case.rule
-        );
-        assert!(
-            !res.body["errors"][0]["message"]
-                .as_str()
-                .unwrap()
-                .is_empty(),
-            "{}",
-            case.rule
-        );
+        assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}: {}", case.rule, res.body);
+        assert_eq!(res.error_fields(), [case.field], "{}: {}", case.rule, res.body);
+        assert_eq!(res.headers["content-type"], "application/problem+json", "{}", case.rule);
+        assert!(!res.body["errors"][0]["message"].as_str().unwrap().is_empty(), "{}", case.rule);
     }
     assert_eq!(app.count("activities").await, 0);
 }
@@ -192,24 +141,10 @@ async fn a_body_with_several_bad_fields_lists_them_all(pool: PgPool) {
     body["extra"] = json!(true);
     let res = app.create_activity(tenant, &body).await;
     res.assert_status(StatusCode::BAD_REQUEST);
-    assert_eq!(
-        res.error_fields(),
-        [
-            "type",
-            "channel",
-            "idempotency_key",
-            "scheduled_at",
-            "extra"
-        ]
-    );
+    assert_eq!(res.error_fields(), ["type", "channel", "idempotency_key", "scheduled_at", "extra"]);
     assert_eq!(res.body["title"], "Bad Request");
     assert_eq!(res.body["status"], 400);
-    assert!(
-        res.body["type"]
-            .as_str()
-            .unwrap()
-            .ends_with("validation-error")
-    );
+    assert!(res.body["type"].as_str().unwrap().ends_with("validation-error"));
 }
 
 async fn raw(
@@ -234,32 +169,15 @@ async fn malformed_json_wrong_content_type_and_oversized_bodies_are_refused(pool
 
     let res = raw(&app, tenant, "application/json", b"{\"type\": ".to_vec()).await;
     res.assert_status(StatusCode::BAD_REQUEST);
-    assert!(
-        res.body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("not valid JSON")
-    );
+    assert!(res.body["detail"].as_str().unwrap().contains("not valid JSON"));
 
-    let res = raw(
-        &app,
-        tenant,
-        "text/plain",
-        seed_body(commerce, "ct").to_string().into_bytes(),
-    )
-    .await;
+    let res = raw(&app, tenant, "text/plain", seed_body(commerce, "ct").to_string().into_bytes()).await;
     res.assert_status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(res.body["detail"].as_str().unwrap().contains("text/plain"));
 
     let mut big = seed_body(commerce, "big");
     big["assignment_reason"] = json!("x".repeat(300 << 10));
-    let res = raw(
-        &app,
-        tenant,
-        "application/json",
-        big.to_string().into_bytes(),
-    )
-    .await;
+    let res = raw(&app, tenant, "application/json", big.to_string().into_bytes()).await;
     res.assert_status(StatusCode::PAYLOAD_TOO_LARGE);
     assert!(res.body["detail"].as_str().unwrap().contains("256 KiB"));
 

@@ -33,13 +33,8 @@ usage:
 ";
 
 enum Command {
-    Componentize {
-        inputs: Vec<PathBuf>,
-        out_dir: PathBuf,
-    },
-    PrintImports {
-        inputs: Vec<PathBuf>,
-    },
+    Componentize { inputs: Vec<PathBuf>, out_dir: PathBuf },
+    PrintImports { inputs: Vec<PathBuf> },
     Help,
 }
 
@@ -76,28 +71,20 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command> {
 
 /// Encodes one core module as a component.
 fn componentize(module: &[u8]) -> Result<Vec<u8>> {
-    ComponentEncoder::default()
-        .validate(true)
-        .module(module)?
-        .encode()
+    ComponentEncoder::default().validate(true).module(module)?.encode()
 }
 
 fn componentize_file(input: &Path, out_dir: &Path) -> Result<PathBuf> {
-    let stem = input
-        .file_stem()
-        .with_context(|| format!("{}: the input has no file name", input.display()))?;
-    let module =
-        std::fs::read(input).with_context(|| format!("{}: cannot read", input.display()))?;
-    let component = componentize(&module)
-        .with_context(|| format!("{}: cannot encode as a component", input.display()))?;
+    let stem = input.file_stem().with_context(|| format!("{}: the input has no file name", input.display()))?;
+    let module = std::fs::read(input).with_context(|| format!("{}: cannot read", input.display()))?;
+    let component =
+        componentize(&module).with_context(|| format!("{}: cannot encode as a component", input.display()))?;
     let mut output = out_dir.join(stem);
     output.set_extension("wasm");
     // Write next to the target and rename, so a watcher never sees half a file.
     let partial = output.with_extension("wasm.partial");
-    std::fs::write(&partial, &component)
-        .with_context(|| format!("{}: cannot write", partial.display()))?;
-    std::fs::rename(&partial, &output)
-        .with_context(|| format!("{}: cannot write", output.display()))?;
+    std::fs::write(&partial, &component).with_context(|| format!("{}: cannot write", partial.display()))?;
+    std::fs::rename(&partial, &output).with_context(|| format!("{}: cannot write", output.display()))?;
     Ok(output)
 }
 
@@ -178,8 +165,7 @@ fn run(command: Command) -> Result<()> {
     match command {
         Command::Help => print!("{USAGE}"),
         Command::Componentize { inputs, out_dir } => {
-            std::fs::create_dir_all(&out_dir)
-                .with_context(|| format!("{}: cannot create", out_dir.display()))?;
+            std::fs::create_dir_all(&out_dir).with_context(|| format!("{}: cannot create", out_dir.display()))?;
             for input in &inputs {
                 let output = componentize_file(input, &out_dir)?;
                 println!("{} -> {}", input.display(), output.display());
@@ -187,10 +173,8 @@ fn run(command: Command) -> Result<()> {
         }
         Command::PrintImports { inputs } => {
             for input in &inputs {
-                let bytes = std::fs::read(input)
-                    .with_context(|| format!("{}: cannot read", input.display()))?;
-                let lines = imports(&bytes)
-                    .with_context(|| format!("{}: not a valid Wasm file", input.display()))?;
+                let bytes = std::fs::read(input).with_context(|| format!("{}: cannot read", input.display()))?;
+                let lines = imports(&bytes).with_context(|| format!("{}: not a valid Wasm file", input.display()))?;
                 println!("{}:", input.display());
                 if lines.is_empty() {
                     println!("  (no imports)");

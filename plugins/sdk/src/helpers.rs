@@ -8,11 +8,7 @@ use crate::{Candidate, Commerce, CommerceUser, ErrorKind, Input, PolicyError, Ro
 
 /// Parses a JSON field of the input. Blank text counts as an empty object.
 fn parse_json<T: DeserializeOwned>(text: &str) -> serde_json::Result<T> {
-    if text.trim().is_empty() {
-        serde_json::from_str("{}")
-    } else {
-        serde_json::from_str(text)
-    }
+    if text.trim().is_empty() { serde_json::from_str("{}") } else { serde_json::from_str(text) }
 }
 
 impl Input {
@@ -22,8 +18,7 @@ impl Input {
     /// `#[serde(default)]` works without any config. A config that is not JSON
     /// or does not fit `T` gives a [`ErrorKind::BadConfig`] error.
     pub fn config<T: DeserializeOwned>(&self) -> Result<T, PolicyError> {
-        parse_json(&self.config)
-            .map_err(|error| PolicyError::bad_config(format!("invalid config: {error}")))
+        parse_json(&self.config).map_err(|error| PolicyError::bad_config(format!("invalid config: {error}")))
     }
 }
 
@@ -32,9 +27,8 @@ impl Commerce {
     ///
     /// Metadata that is not JSON gives a [`ErrorKind::BadInput`] error.
     pub fn metadata(&self) -> Result<Value, PolicyError> {
-        parse_json(&self.metadata).map_err(|error| {
-            PolicyError::bad_input(format!("commerce metadata is not JSON: {error}"))
-        })
+        parse_json(&self.metadata)
+            .map_err(|error| PolicyError::bad_input(format!("commerce metadata is not JSON: {error}")))
     }
 
     /// The user with this `id`, if the commerce has one.
@@ -44,9 +38,7 @@ impl Commerce {
 
     /// The user whose `external-id` is this, if the commerce has one.
     pub fn user_by_external_id(&self, external_id: &str) -> Option<&CommerceUser> {
-        self.users
-            .iter()
-            .find(|user| user.external_id.as_deref() == Some(external_id))
+        self.users.iter().find(|user| user.external_id.as_deref() == Some(external_id))
     }
 
     /// The active users, in input order.
@@ -80,27 +72,16 @@ impl Role {
     /// `COMMERCE_REP`, `commerce-rep`, …
     pub fn parse(name: &str) -> Option<Role> {
         let name = name.trim().replace('-', "_").to_ascii_uppercase();
-        [
-            Role::Owner,
-            Role::Orders,
-            Role::Finance,
-            Role::Attention,
-            Role::Admin,
-            Role::CommerceRep,
-            Role::Other,
-        ]
-        .into_iter()
-        .find(|role| role.as_str() == name)
+        [Role::Owner, Role::Orders, Role::Finance, Role::Attention, Role::Admin, Role::CommerceRep, Role::Other]
+            .into_iter()
+            .find(|role| role.as_str() == name)
     }
 }
 
 impl Candidate {
     /// A candidate for the commerce user with this id, without a note.
     pub fn new(commerce_user_id: impl Into<String>) -> Self {
-        Candidate {
-            commerce_user_id: commerce_user_id.into(),
-            note: None,
-        }
+        Candidate { commerce_user_id: commerce_user_id.into(), note: None }
     }
 
     /// The same candidate with a note (shown in the resolution trace).
@@ -113,10 +94,7 @@ impl Candidate {
 impl PolicyError {
     /// An error of this kind with this message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        PolicyError {
-            kind,
-            message: message.into(),
-        }
+        PolicyError { kind, message: message.into() }
     }
 
     /// The `config` does not make sense to the policy.
@@ -166,10 +144,7 @@ mod tests {
     fn metadata_that_is_not_json_is_bad_input() {
         let mut input = input(vec![]);
         input.commerce.metadata = "{nope".to_owned();
-        assert_eq!(
-            input.commerce.metadata().unwrap_err().kind,
-            ErrorKind::BadInput
-        );
+        assert_eq!(input.commerce.metadata().unwrap_err().kind, ErrorKind::BadInput);
     }
 
     #[test]

@@ -46,17 +46,13 @@ pub mod testing;
 pub use serde_json;
 
 pub use bindings::types::{
-    Activity, ActivityType, Address, Candidate, Channel, Commerce, CommerceUser, Contact,
-    ContactType, ErrorKind, HistoryEntry, Json, PolicyError, PolicyInput as Input,
-    UserRole as Role,
+    Activity, ActivityType, Address, Candidate, Channel, Commerce, CommerceUser, Contact, ContactType, ErrorKind,
+    HistoryEntry, Json, PolicyError, PolicyInput as Input, UserRole as Role,
 };
 
 /// Everything a policy usually needs, in one `use`.
 pub mod prelude {
-    pub use crate::{
-        ActivityType, Candidate, Channel, Commerce, CommerceUser, ErrorKind, Input, PolicyError,
-        Role,
-    };
+    pub use crate::{ActivityType, Candidate, Channel, Commerce, CommerceUser, ErrorKind, Input, PolicyError, Role};
     pub use serde_json::{self, Value, json};
 }
 
@@ -71,9 +67,9 @@ pub mod __private {
     ) -> Result<Option<String>, PolicyError> {
         match value? {
             None => Ok(None),
-            Some(value) => serde_json::to_string(&value).map(Some).map_err(|error| {
-                PolicyError::internal(format!("cannot serialise the attribute value: {error}"))
-            }),
+            Some(value) => serde_json::to_string(&value)
+                .map(Some)
+                .map_err(|error| PolicyError::internal(format!("cannot serialise the attribute value: {error}"))),
         }
     }
 }
@@ -101,14 +97,11 @@ macro_rules! export_criterion {
             impl $crate::bindings::criterion::Guest for RetenCriterion {
                 fn resolve(
                     input: $crate::Input,
-                ) -> ::core::result::Result<::std::vec::Vec<$crate::Candidate>, $crate::PolicyError>
-                {
+                ) -> ::core::result::Result<::std::vec::Vec<$crate::Candidate>, $crate::PolicyError> {
                     let resolve: fn(
                         $crate::Input,
-                    ) -> ::core::result::Result<
-                        ::std::vec::Vec<$crate::Candidate>,
-                        $crate::PolicyError,
-                    > = $resolve;
+                    )
+                        -> ::core::result::Result<::std::vec::Vec<$crate::Candidate>, $crate::PolicyError> = $resolve;
                     resolve(input)
                 }
             }
@@ -144,10 +137,7 @@ macro_rules! export_attribute {
             impl $crate::bindings::attribute::Guest for RetenAttribute {
                 fn resolve(
                     input: $crate::Input,
-                ) -> ::core::result::Result<
-                    ::core::option::Option<$crate::Json>,
-                    $crate::PolicyError,
-                > {
+                ) -> ::core::result::Result<::core::option::Option<$crate::Json>, $crate::PolicyError> {
                     let resolve: fn(
                         $crate::Input,
                     ) -> ::core::result::Result<

@@ -31,9 +31,7 @@ struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            statuses: vec!["DELIVERED".to_owned(), "PAID".to_owned()],
-        }
+        Config { statuses: vec!["DELIVERED".to_owned(), "PAID".to_owned()] }
     }
 }
 
@@ -51,9 +49,7 @@ fn resolve(input: Input) -> Result<Vec<Candidate>, PolicyError> {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(orders)) => orders,
         Some(_) => {
-            return Err(PolicyError::bad_input(
-                "commerce metadata `orders` is not an array",
-            ));
+            return Err(PolicyError::bad_input("commerce metadata `orders` is not an array"));
         }
     };
 
@@ -62,11 +58,7 @@ fn resolve(input: Input) -> Result<Vec<Candidate>, PolicyError> {
         let Some(status) = order.get("status").and_then(Value::as_str) else {
             continue;
         };
-        if !config
-            .statuses
-            .iter()
-            .any(|wanted| wanted.eq_ignore_ascii_case(status))
-        {
+        if !config.statuses.iter().any(|wanted| wanted.eq_ignore_ascii_case(status)) {
             continue;
         }
         let Some(placed_at) = order.get("placed_at").and_then(Value::as_str) else {
@@ -84,11 +76,7 @@ fn resolve(input: Input) -> Result<Vec<Candidate>, PolicyError> {
                 entry.at = at;
                 entry.placed_at = placed_at;
             }
-            None => latest.push(Latest {
-                user_index,
-                at,
-                placed_at,
-            }),
+            None => latest.push(Latest { user_index, at, placed_at }),
         }
     }
 
@@ -109,10 +97,7 @@ fn user_of(commerce: &Commerce, order: &Value) -> Option<usize> {
         return commerce.users.iter().position(|user| user.id == id);
     }
     let external_id = order.get("user_external_id").and_then(Value::as_str)?;
-    commerce
-        .users
-        .iter()
-        .position(|user| user.external_id.as_deref() == Some(external_id))
+    commerce.users.iter().position(|user| user.external_id.as_deref() == Some(external_id))
 }
 
 /// Parses an RFC 3339 timestamp (`2025-01-10T12:00:00.123Z`,
@@ -122,9 +107,7 @@ fn parse_rfc3339(text: &str) -> Option<(i64, u32)> {
     let b = text.as_bytes();
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
         let digits = b.get(range)?;
-        digits.iter().try_fold(0i64, |n, &d| {
-            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
-        })
+        digits.iter().try_fold(0i64, |n, &d| d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0')))
     };
     if b.len() < 20
         || b[4] != b'-'

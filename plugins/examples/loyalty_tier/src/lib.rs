@@ -23,10 +23,7 @@ struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            gold: 10_000.0,
-            silver: 2_000.0,
-        }
+        Config { gold: 10_000.0, silver: 2_000.0 }
     }
 }
 
@@ -43,9 +40,7 @@ fn resolve(input: Input) -> Result<Option<Value>, PolicyError> {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Number(n)) => n,
         Some(_) => {
-            return Err(PolicyError::bad_input(
-                "commerce metadata `total_spend` is not a number",
-            ));
+            return Err(PolicyError::bad_input("commerce metadata `total_spend` is not a number"));
         }
     };
     let spend = total_spend.as_f64().unwrap_or(0.0);

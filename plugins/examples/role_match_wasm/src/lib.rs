@@ -21,14 +21,9 @@ struct Config {
 
 fn resolve(input: Input) -> Result<Vec<Candidate>, PolicyError> {
     let config: Config = input.config()?;
-    let role = Role::parse(&config.role)
-        .ok_or_else(|| PolicyError::bad_config(format!("unknown role `{}`", config.role)))?;
-    Ok(input
-        .commerce
-        .active_users()
-        .filter(|user| user.has_role(role))
-        .map(|user| Candidate::new(&user.id))
-        .collect())
+    let role =
+        Role::parse(&config.role).ok_or_else(|| PolicyError::bad_config(format!("unknown role `{}`", config.role)))?;
+    Ok(input.commerce.active_users().filter(|user| user.has_role(role)).map(|user| Candidate::new(&user.id)).collect())
 }
 
 reten_policy_sdk::export_criterion!(resolve);

@@ -27,13 +27,7 @@ impl bindings::Guest for Plugin {
     fn resolve(input: Input) -> Result<Vec<Candidate>, PolicyError> {
         let now = bindings::wasi::clocks::wall_clock::now();
         let note = format!("now {}.{:09}", now.seconds, now.nanoseconds);
-        Ok(input
-            .commerce
-            .users
-            .first()
-            .map(|user| Candidate::new(&user.id).with_note(note))
-            .into_iter()
-            .collect())
+        Ok(input.commerce.users.first().map(|user| Candidate::new(&user.id).with_note(note)).into_iter().collect())
     }
 }
 

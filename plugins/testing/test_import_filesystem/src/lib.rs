@@ -26,13 +26,7 @@ struct Plugin;
 impl bindings::Guest for Plugin {
     fn resolve(input: Input) -> Result<Vec<Candidate>, PolicyError> {
         let note = bindings::wasi::filesystem::preopens::get_directories().join(",");
-        Ok(input
-            .commerce
-            .users
-            .first()
-            .map(|user| Candidate::new(&user.id).with_note(note))
-            .into_iter()
-            .collect())
+        Ok(input.commerce.users.first().map(|user| Candidate::new(&user.id).with_note(note)).into_iter().collect())
     }
 }
 

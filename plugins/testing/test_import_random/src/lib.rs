@@ -25,17 +25,8 @@ struct Plugin;
 
 impl bindings::Guest for Plugin {
     fn resolve(input: Input) -> Result<Vec<Candidate>, PolicyError> {
-        let note = format!(
-            "random {}",
-            bindings::wasi::random::random::get_random_u64()
-        );
-        Ok(input
-            .commerce
-            .users
-            .first()
-            .map(|user| Candidate::new(&user.id).with_note(note))
-            .into_iter()
-            .collect())
+        let note = format!("random {}", bindings::wasi::random::random::get_random_u64());
+        Ok(input.commerce.users.first().map(|user| Candidate::new(&user.id).with_note(note)).into_iter().collect())
     }
 }
 

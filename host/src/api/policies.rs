@@ -1,0 +1,319 @@
+//! The policy admin API: list what serves, upload, replace or delete a policy
+//! file — for the caller's tenant (`MANAGE_ACTIVITY_CONFIG`) or in `global/`
+//! (`SUPER_ADMIN`).
+//!
+//! An upload is compiled and validated first (422 with the error, nothing
+//! written), then written atomically, and answered once the new version
+//! serves.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::auth::{Caller, Tenant, perm};
+use super::{ApiError, AppState};
+use crate::domain::TenantId;
+use crate::domain::validation::FieldError;
+use crate::policy::admin::{self, ConfigFileKind, MAX_POLICY_BYTES, PolicyFile};
+use crate::policy::loader::{Layer, LoadError, Scope};
+use crate::policy::registry::RegistryState;
+use crate::policy::{EngineKind, Origin, Policy, PolicyKind};
+
+/// The policy admin routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/policies", get(list_tenant))
+        .route(
+            "/api/policies/{kind}/{file}",
+            axum::routing::put(upload_tenant).delete(delete_tenant).layer(DefaultBodyLimit::max(MAX_POLICY_BYTES)),
+        )
+        .route("/api/global-policies", get(list_global))
+        .route(
+            "/api/global-policies/{kind}/{file}",
+            axum::routing::put(upload_global).delete(delete_global).layer(DefaultBodyLimit::max(MAX_POLICY_BYTES)),
+        )
+}
+
+/// What serves for a tenant (or globally), and what failed to load.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyListing {
+    pub tenant_id: Option<TenantId>,
+    /// The registry generation this listing reflects.
+    pub generation: u64,
+    /// Load errors recorded since start-up, all tenants included.
+    pub load_errors_total: u64,
+    pub policies: Vec<PolicyView>,
+    pub configs: Vec<ConfigView>,
+    /// Every file of these layers that failed its last load.
+    pub errors: Vec<LoadError>,
+}
+
+/// One serving policy.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyView {
+    pub name: String,
+    pub kind: PolicyKind,
+    /// For criteria: the type that selects it (`ROLE_MATCH`).
+    pub criterion_type: Option<String>,
+    pub engine: EngineKind,
+    /// The sha256 of the file that serves.
+    pub version: String,
+    pub origin: &'static str,
+    pub path: String,
+    #[serde(with = "crate::domain::time::millis")]
+    pub loaded_at: DateTime<Utc>,
+    /// The last load of this file failed: the version above is the previous one.
+    pub last_error: Option<LoadError>,
+}
+
+/// One serving config file.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigView {
+    pub path: String,
+    pub version: String,
+    #[serde(with = "crate::domain::time::millis")]
+    pub loaded_at: DateTime<Utc>,
+    pub last_error: Option<LoadError>,
+}
+
+fn path_string(p: &FsPath) -> String {
+    p.to_string_lossy().replace('\\', "/")
+}
+
+fn policy_view(p: &Policy, errors: &[&LoadError]) -> PolicyView {
+    let path = path_string(&p.path);
+    PolicyView {
+        name: p.name.clone(),
+        kind: p.kind,
+        criterion_type: (p.kind == PolicyKind::Criterion).then(|| p.name.to_uppercase()),
+        engine: p.engine,
+        version: p.version.clone(),
+        origin: match p.origin {
+            Origin::Global => "GLOBAL",
+            Origin::Tenant(_) => "TENANT",
+        },
+        last_error: errors.iter().find(|e| e.path == path).map(|e| (*e).clone()),
+        path,
+        loaded_at: p.loaded_at,
+    }
+}
+
+fn listing(state: &RegistryState, load_errors_total: u64, scope: Scope) -> PolicyListing {
+    let tenant_layer = match scope {
+        Scope::Tenant(id) => state.tenants.get(&id).map(Arc::as_ref),
+        Scope::Global => None,
+    };
+    let layers: Vec<&Layer> = std::iter::once(state.global.as_ref()).chain(tenant_layer).collect();
+    let mut errors: Vec<&LoadError> = layers.iter().flat_map(|l| l.errors.iter()).collect();
+    if scope == Scope::Global {
+        errors.extend(state.folder_errors.iter());
+    }
+    // The effective set: a tenant's policy replaces the global one of its name.
+    let mut effective = std::collections::BTreeMap::new();
+    for layer in &layers {
+        for (key, policy) in &layer.policies {
+            effective.insert(key.clone(), policy);
+        }
+    }
+    let policies = effective.values().map(|p| policy_view(p, &errors)).collect();
+    let mut configs = Vec::new();
+    for layer in &layers {
+        let dir = layer.scope.rel_dir();
+        if let Some(c) = &layer.config {
+            let path = path_string(&dir.join(layer.scope.config_file()));
+            let last_error = errors.iter().find(|e| e.path == path).map(|e| (*e).clone());
+            configs.push(ConfigView { path, version: c.version.clone(), loaded_at: c.loaded_at, last_error });
+        }
+        if let Some(c) = &layer.catalogue {
+            let path = path_string(&dir.join(crate::policy::loader::CATALOGUE_FILE));
+            let last_error = errors.iter().find(|e| e.path == path).map(|e| (*e).clone());
+            configs.push(ConfigView { path, version: c.version.clone(), loaded_at: c.loaded_at, last_error });
+        }
+    }
+    PolicyListing {
+        tenant_id: match scope {
+            Scope::Tenant(id) => Some(id),
+            Scope::Global => None,
+        },
+        generation: state.generation,
+        load_errors_total,
+        policies,
+        configs,
+        errors: errors.into_iter().cloned().collect(),
+    }
+}
+
+/// `GET /api/policies`: the tenant's effective policies.
+async fn list_tenant(ctx: Tenant<perm::ManageActivityConfig>, State(state): State<AppState>) -> Json<PolicyListing> {
+    let registry = state.registry.state();
+    Json(listing(&registry, state.registry.load_error_count(), Scope::Tenant(ctx.tenant_id)))
+}
+
+/// `GET /api/global-policies`.
+async fn list_global(caller: Caller, State(state): State<AppState>) -> Result<Json<PolicyListing>, ApiError> {
+    require_super_admin(&caller)?;
+    let registry = state.registry.state();
+    Ok(Json(listing(&registry, state.registry.load_error_count(), Scope::Global)))
+}
+
+fn require_super_admin(caller: &Caller) -> Result<(), ApiError> {
+    if caller.super_admin {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("only a SUPER_ADMIN may change or list the global policies".into()))
+    }
+}
+
+/// The answer to an upload: what serves now.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadView {
+    pub path: String,
+    /// The sha256 of the uploaded bytes, which now serve.
+    pub version: String,
+    pub generation: u64,
+}
+
+async fn upload_tenant(
+    ctx: Tenant<perm::ManageActivityConfig>,
+    State(state): State<AppState>,
+    Path((kind, file)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<UploadView>), ApiError> {
+    upload(&state, Scope::Tenant(ctx.tenant_id), &kind, &file, body).await
+}
+
+async fn upload_global(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((kind, file)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<UploadView>), ApiError> {
+    require_super_admin(&caller)?;
+    upload(&state, Scope::Global, &kind, &file, body).await
+}
+
+async fn upload(
+    state: &AppState,
+    scope: Scope,
+    kind: &str,
+    file: &str,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<UploadView>), ApiError> {
+    let target = PolicyFile::parse(scope, kind, file).map_err(ApiError::BadRequest)?;
+    if bytes.is_empty() {
+        return Err(ApiError::BadRequest("the body is empty; send the file's bytes".into()));
+    }
+    let rel = target.rel_path(scope);
+    let rel_display = path_string(&rel);
+    let path = state.registry.root().join(&rel);
+    let version = admin::version_of(&bytes);
+    let registry = Arc::clone(&state.registry);
+    let written = tokio::task::spawn_blocking({
+        let target = target.clone();
+        move || -> Result<(bool, u64), Result<crate::policy::loader::CompileFailure, std::io::Error>> {
+            admin::validate(&registry, scope, &target, &bytes).map_err(Ok)?;
+            let created = admin::write_atomically(&path, &bytes).map_err(Err)?;
+            let generation = registry.reload(&std::iter::once(scope).collect());
+            Ok((created, generation))
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("the upload task failed: {e}")))?;
+    let (created, generation) = match written {
+        Ok(ok) => ok,
+        Err(Ok(failure)) => {
+            return Err(ApiError::Unprocessable {
+                detail: format!("{rel_display} was not written: {}", failure.message),
+                errors: vec![FieldError {
+                    field: rel_display,
+                    message: failure.message,
+                    line: failure.line,
+                    column: failure.column,
+                }],
+            });
+        }
+        Err(Err(io)) => {
+            return Err(ApiError::Internal(anyhow::Error::new(io).context(format!("failed to write {rel_display}"))));
+        }
+    };
+    if serving_version(&state.registry.state(), scope, &target).as_deref() != Some(version.as_str()) {
+        return Err(ApiError::Conflict {
+            detail: format!("{rel_display} was written, but another change to it serves now; list the policies"),
+            activity_id: None,
+        });
+    }
+    tracing::info!(path = %rel_display, %version, generation, "policy uploaded");
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(UploadView { path: rel_display, version, generation })))
+}
+
+/// The version of `file` that serves in `scope`'s own layer.
+fn serving_version(state: &RegistryState, scope: Scope, file: &PolicyFile) -> Option<String> {
+    let layer = match scope {
+        Scope::Global => Some(&state.global),
+        Scope::Tenant(id) => state.tenants.get(&id),
+    }?;
+    match file {
+        PolicyFile::Policy { kind, name, .. } => layer.policies.get(&(*kind, name.clone())).map(|p| p.version.clone()),
+        PolicyFile::Config(ConfigFileKind::Catalogue) => layer.catalogue.as_ref().map(|c| c.version.clone()),
+        PolicyFile::Config(_) => layer.config.as_ref().map(|c| c.version.clone()),
+    }
+}
+
+/// The answer to a delete.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteView {
+    pub deleted: String,
+    pub generation: u64,
+}
+
+async fn delete_tenant(
+    ctx: Tenant<perm::ManageActivityConfig>,
+    State(state): State<AppState>,
+    Path((kind, file)): Path<(String, String)>,
+) -> Result<Json<DeleteView>, ApiError> {
+    delete(&state, Scope::Tenant(ctx.tenant_id), &kind, &file).await
+}
+
+async fn delete_global(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((kind, file)): Path<(String, String)>,
+) -> Result<Json<DeleteView>, ApiError> {
+    require_super_admin(&caller)?;
+    delete(&state, Scope::Global, &kind, &file).await
+}
+
+async fn delete(state: &AppState, scope: Scope, kind: &str, file: &str) -> Result<Json<DeleteView>, ApiError> {
+    let target = PolicyFile::parse(scope, kind, file).map_err(ApiError::BadRequest)?;
+    let rel = path_string(&target.rel_path(scope));
+    let path = state.registry.root().join(target.rel_path(scope));
+    let registry = Arc::clone(&state.registry);
+    let outcome = tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
+        Ok(()) => Ok(Some(registry.reload(&std::iter::once(scope).collect()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("the delete task failed: {e}")))?
+    .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("failed to delete the policy file")))?;
+    match outcome {
+        Some(generation) => {
+            tracing::info!(path = %rel, generation, "policy deleted");
+            Ok(Json(DeleteView { deleted: rel, generation }))
+        }
+        None => Err(ApiError::NotFound(format!("{rel} does not exist"))),
+    }
+}
