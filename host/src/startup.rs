@@ -47,7 +47,7 @@ impl App {
         .context("failed to watch the policies directory")?;
         let listener =
             TcpListener::bind(&args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;
-        let state = AppState { pool, registry, auth, tenants: Default::default() };
+        let state = AppState { pool, registry, auth, tenants: Default::default(), api_keys: Default::default() };
         Ok(Self { listener, state, grace: Duration::from_secs(args.shutdown_grace_secs), _watcher: watcher })
     }
 

@@ -8,25 +8,60 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{SubsecRound, Utc};
+use serde::Serialize;
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::auth::{Tenant, perm};
 use super::extract::{JsonBody, ListResponse, QueryParams, path_id};
-use super::views::{ActivityDetail, ActivitySummary, AttributeView, CreatedActivity, EventView, TargetUserView};
+use super::views::{
+    ActivityDetail, ActivitySummary, AttributeDecisionView, AttributeView, CreatedActivity, EventView,
+    TargetDecisionView, TargetUserView,
+};
 use super::{ApiError, AppState};
 use crate::domain::activity::NewActivity;
-use crate::domain::{ActivityId, ActivityStatus, ActivityType, Channel, CommerceId, time};
-use crate::resolve;
+use crate::domain::commerce::Commerce;
+use crate::domain::{ActivityId, ActivityStatus, ActivityType, Channel, CommerceId, TenantId, time};
+use crate::resolve::{self, Resolution, Trace};
 use crate::store::activities::{self as store, ActivityFilter, Inserted, NewRecord};
 
 /// The activity routes.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/activities", post(create).get(list))
+        .route("/api/activities/preview", post(preview))
         .route("/api/activities/{id}", get(detail))
         .route("/api/activities/{id}/target-users", get(target_users))
         .route("/api/activities/{id}/attributes", get(attributes))
         .route("/api/activities/{id}/status-events", get(status_events))
+}
+
+/// A request validated, its commerce loaded, and its resolution decided.
+struct Decided {
+    activity: NewActivity,
+    commerce: Arc<Commerce>,
+    resolution: Resolution,
+}
+
+/// Validates a create body against the tenant's snapshot, loads the
+/// commerce and resolves. With `fast_path`, a known idempotency key answers
+/// 409 before any policy runs.
+async fn decide(state: &AppState, tenant: TenantId, body: &Value, fast_path: bool) -> Result<Decided, ApiError> {
+    // One snapshot from validation to the last policy call.
+    let snapshot = state.registry.snapshot(tenant);
+    let activity = NewActivity::parse(body, &*snapshot).map_err(ApiError::Validation)?;
+    if fast_path
+        && let Some(holder) = store::find_by_idempotency_key(&state.pool, tenant, &activity.idempotency_key).await?
+    {
+        return Err(ApiError::duplicate_key(&activity.idempotency_key, holder));
+    }
+    let (commerce, history) = crate::store::commerces::load_for_resolution(&state.pool, tenant, activity.commerce_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("commerce", activity.commerce_id))?;
+    let commerce = Arc::new(commerce);
+    let input = resolve::prepare_input(tenant, &activity, Arc::clone(&commerce), history);
+    let resolution = resolve::resolve_activity(&snapshot, &input, &activity).await;
+    Ok(Decided { activity, commerce, resolution })
 }
 
 /// `POST /api/activities`, following DESIGN.md's flow step by step.
@@ -36,22 +71,7 @@ async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let tenant = ctx.tenant_id;
-    // One snapshot from validation to the last policy call.
-    let snapshot = state.registry.snapshot(tenant);
-    let activity = NewActivity::parse(&body, &*snapshot).map_err(ApiError::Validation)?;
-
-    // Fast path: a known key answers 409 before any policy runs.
-    if let Some(holder) = store::find_by_idempotency_key(&state.pool, tenant, &activity.idempotency_key).await? {
-        return Err(ApiError::duplicate_key(&activity.idempotency_key, holder));
-    }
-
-    let (commerce, history) = crate::store::commerces::load_for_resolution(&state.pool, tenant, activity.commerce_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("commerce", activity.commerce_id))?;
-    let commerce = Arc::new(commerce);
-
-    let input = resolve::prepare_input(tenant, &activity, Arc::clone(&commerce), history);
-    let resolution = resolve::resolve_activity(&snapshot, &input, &activity).await;
+    let Decided { activity, commerce, resolution } = decide(&state, tenant, &body, true).await?;
 
     let id = ActivityId::new();
     let created_at = Utc::now().trunc_subsecs(6);
@@ -102,6 +122,35 @@ async fn create(
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
+}
+
+/// What a create would decide, without storing anything.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Preview {
+    pub status: ActivityStatus,
+    pub target_users: Vec<TargetDecisionView>,
+    pub attributes: Vec<AttributeDecisionView>,
+    /// Every config, criterion, candidate, fallback and attribute considered,
+    /// and each policy run with its version, duration and outcome.
+    pub trace: Trace,
+}
+
+/// `POST /api/activities/preview`: the create body, validated and resolved
+/// against the policies serving now; nothing is stored and the idempotency
+/// key is not checked.
+async fn preview(
+    ctx: Tenant<perm::CreateActivity>,
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Preview>, ApiError> {
+    let Decided { commerce, resolution, .. } = decide(&state, ctx.tenant_id, &body, false).await?;
+    Ok(Json(Preview {
+        status: resolution.status,
+        target_users: vec![TargetDecisionView::new(&resolution.target, &commerce, None)],
+        attributes: resolution.attributes.iter().map(|a| AttributeDecisionView::new(a, None)).collect(),
+        trace: resolution.trace,
+    }))
 }
 
 /// `GET /api/activities`.

@@ -165,6 +165,8 @@ pub struct Caller {
     pub tenant_ids: Vec<TenantId>,
     pub permissions: PermissionSet,
     pub super_admin: bool,
+    /// The API key the caller presented (its tenant and id), if it used one.
+    pub api_key: Option<(TenantId, uuid::Uuid)>,
 }
 
 impl Caller {
@@ -180,6 +182,7 @@ impl Caller {
             tenant_ids: claims.tenant_ids.into_iter().map(TenantId).collect(),
             permissions,
             super_admin: roles.contains(&Role::SuperAdmin),
+            api_key: None,
         }
     }
 
@@ -202,6 +205,9 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(key) = parts.headers.get(super::api_keys::API_KEY_HEADER) {
+            return super::api_keys::caller_from_key(state, key).await;
+        }
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
             ApiError::Unauthorized("a bearer token is required (Authorization: Bearer <token>)".into())
         })?;
@@ -242,7 +248,15 @@ pub mod perm {
         )+};
     }
 
-    marker!(CreateActivity, ViewActivities, CancelActivity, ManageActivityConfig, ManageCommerces, SyncCommerces);
+    marker!(
+        CreateActivity,
+        ViewActivities,
+        CancelActivity,
+        ManageActivityConfig,
+        ManageCommerces,
+        SyncCommerces,
+        ManageApiKeys
+    );
 }
 
 /// Extracts a [`TenantContext`] whose caller holds `P` for the tenant named
@@ -265,16 +279,21 @@ impl<P: RequiredPermission + Send + Sync> FromRequestParts<AppState> for Tenant<
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        let raw = parts
-            .headers
-            .get(TENANT_HEADER)
-            .ok_or_else(|| ApiError::BadRequest(format!("the {TENANT_HEADER} header is required")))?;
-        let tenant_id =
-            raw.to_str().ok().and_then(|s| TenantId::parse(s.trim()).ok()).ok_or_else(|| {
+        let header = match parts.headers.get(TENANT_HEADER) {
+            Some(raw) => Some(raw.to_str().ok().and_then(|s| TenantId::parse(s.trim()).ok()).ok_or_else(|| {
                 ApiError::BadRequest(format!("the {TENANT_HEADER} header must be a tenant id (a UUID)"))
-            })?;
+            })?),
+            None => None,
+        };
+        // An API key names its tenant; the header is then optional.
+        let tenant_id = match (caller.api_key, header) {
+            (_, Some(tenant)) => tenant,
+            (Some((key_tenant, _)), None) => key_tenant,
+            (None, None) => return Err(ApiError::BadRequest(format!("the {TENANT_HEADER} header is required"))),
+        };
         if !caller.may_act_for(tenant_id) {
-            return Err(ApiError::Forbidden(format!("the token is not valid for tenant {tenant_id}")));
+            let what = if caller.api_key.is_some() { "API key" } else { "token" };
+            return Err(ApiError::Forbidden(format!("the {what} is not valid for tenant {tenant_id}")));
         }
         caller.require(P::PERMISSION)?;
         if !state.tenants.exists(&state.pool, tenant_id).await? {

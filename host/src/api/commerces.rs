@@ -190,7 +190,7 @@ impl From<CommerceDetail> for CommerceDetailView {
                 .users
                 .into_iter()
                 .map(|u| {
-                    let (first_name, last_name) = split_name(u.name.as_deref());
+                    let (first_name, last_name) = crate::domain::commerce::split_name(u.name.as_deref());
                     UserView {
                         id: u.id,
                         external_id: u.external_id,
@@ -214,17 +214,6 @@ impl From<CommerceDetail> for CommerceDetailView {
                 })
                 .collect(),
         }
-    }
-}
-
-/// "Maria Gonzalez" → ("Maria", "Gonzalez").
-fn split_name(name: Option<&str>) -> (Option<String>, Option<String>) {
-    match name.map(str::trim) {
-        Some(n) if !n.is_empty() => match n.split_once(char::is_whitespace) {
-            Some((f, l)) => (Some(f.to_owned()), Some(l.trim().to_owned())),
-            None => (Some(n.to_owned()), None),
-        },
-        _ => (None, None),
     }
 }
 

@@ -2,11 +2,14 @@
 //! over the shared [`AppState`].
 
 pub mod activities;
+pub mod api_keys;
 pub mod auth;
 pub mod commerces;
+pub mod config_views;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod lifecycle;
 pub mod policies;
 pub mod tenants;
 pub mod views;
@@ -31,12 +34,16 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub auth: Arc<auth::Authenticator>,
     pub tenants: Arc<auth::TenantCache>,
+    pub api_keys: Arc<api_keys::ApiKeys>,
 }
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(activities::router())
+        .merge(lifecycle::router())
+        .merge(config_views::router())
+        .merge(api_keys::router())
         .merge(commerces::router())
         .merge(tenants::router())
         .merge(policies::router())

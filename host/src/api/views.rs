@@ -152,12 +152,10 @@ impl ActivityDetail {
     }
 }
 
-/// A target user.
+/// What was decided about a target user (also what a preview shows).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TargetUserView {
-    pub id: Uuid,
-    pub activity_id: ActivityId,
+pub struct TargetDecisionView {
     pub commerce_user_id: Option<Uuid>,
     pub resolution_status: String,
     pub resolution_strategy: String,
@@ -176,66 +174,12 @@ pub struct TargetUserView {
     pub commerce_user: Option<CommerceUserName>,
 }
 
-/// The commerce user's name, split the way the documented shape wants it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CommerceUserName {
-    pub external_id: Option<String>,
-    pub name: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-}
-
-impl CommerceUserName {
-    fn new(external_id: Option<String>, name: Option<String>) -> Self {
-        let (first, last) = match name.as_deref().map(str::trim) {
-            Some(n) if !n.is_empty() => match n.split_once(char::is_whitespace) {
-                Some((f, l)) => (Some(f.to_owned()), Some(l.trim().to_owned())),
-                None => (Some(n.to_owned()), None),
-            },
-            _ => (None, None),
-        };
-        Self { external_id, name, first_name: first, last_name: last }
-    }
-}
-
-impl From<TargetUserRow> for TargetUserView {
-    fn from(r: TargetUserRow) -> Self {
-        let commerce_user =
-            r.commerce_user_id.map(|_| CommerceUserName::new(r.commerce_user_external_id, r.commerce_user_name));
-        Self {
-            id: r.id,
-            activity_id: r.activity_id,
-            commerce_user_id: r.commerce_user_id,
-            resolution_status: r.resolution_status,
-            resolution_strategy: r.resolution_strategy,
-            lock_reason: r.lock_reason,
-            criterion_type: r.criterion_type,
-            policy_name: r.policy_name,
-            policy_engine: r.policy_engine,
-            policy_version: r.policy_version,
-            resolved_at: r.resolved_at,
-            locked_at: r.locked_at,
-            error_message: r.error_message,
-            commerce_user,
-        }
-    }
-}
-
-impl TargetUserView {
-    /// Renders a decision just written by a create, as a read would.
-    pub fn from_decision(
-        id: Uuid,
-        activity: ActivityId,
-        t: &TargetDecision,
-        commerce: &Commerce,
-        at: DateTime<Utc>,
-    ) -> Self {
+impl TargetDecisionView {
+    /// Renders a decision just made, as a read of it would.
+    pub fn new(t: &TargetDecision, commerce: &Commerce, at: Option<DateTime<Utc>>) -> Self {
         let user = t.commerce_user_id.and_then(|u| commerce.user(u));
-        let decided = t.commerce_user_id.map(|_| at);
+        let decided = t.commerce_user_id.and(at);
         Self {
-            id,
-            activity_id: activity,
             commerce_user_id: t.commerce_user_id.map(|u| u.0),
             resolution_status: t.status.as_str().to_owned(),
             resolution_strategy: t.strategy.as_str().to_owned(),
@@ -252,12 +196,75 @@ impl TargetUserView {
     }
 }
 
-/// An attribute.
+/// A stored target user.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AttributeView {
+pub struct TargetUserView {
     pub id: Uuid,
     pub activity_id: ActivityId,
+    #[serde(flatten)]
+    pub decision: TargetDecisionView,
+}
+
+/// The commerce user's name, split the way the documented shape wants it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommerceUserName {
+    pub external_id: Option<String>,
+    pub name: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+impl CommerceUserName {
+    fn new(external_id: Option<String>, name: Option<String>) -> Self {
+        let (first_name, last_name) = crate::domain::commerce::split_name(name.as_deref());
+        Self { external_id, name, first_name, last_name }
+    }
+}
+
+impl From<TargetUserRow> for TargetUserView {
+    fn from(r: TargetUserRow) -> Self {
+        let commerce_user =
+            r.commerce_user_id.map(|_| CommerceUserName::new(r.commerce_user_external_id, r.commerce_user_name));
+        Self {
+            id: r.id,
+            activity_id: r.activity_id,
+            decision: TargetDecisionView {
+                commerce_user_id: r.commerce_user_id,
+                resolution_status: r.resolution_status,
+                resolution_strategy: r.resolution_strategy,
+                lock_reason: r.lock_reason,
+                criterion_type: r.criterion_type,
+                policy_name: r.policy_name,
+                policy_engine: r.policy_engine,
+                policy_version: r.policy_version,
+                resolved_at: r.resolved_at,
+                locked_at: r.locked_at,
+                error_message: r.error_message,
+                commerce_user,
+            },
+        }
+    }
+}
+
+impl TargetUserView {
+    /// Renders a decision just written by a create, as a read would.
+    pub fn from_decision(
+        id: Uuid,
+        activity: ActivityId,
+        t: &TargetDecision,
+        commerce: &Commerce,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self { id, activity_id: activity, decision: TargetDecisionView::new(t, commerce, Some(at)) }
+    }
+}
+
+/// What was decided about an attribute (also what a preview shows).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttributeDecisionView {
     pub key: String,
     pub attribute_key_id: Uuid,
     pub value: Option<Value>,
@@ -269,6 +276,34 @@ pub struct AttributeView {
     #[serde(with = "crate::domain::time::millis_opt")]
     pub resolved_at: Option<DateTime<Utc>>,
     pub error_message: Option<String>,
+}
+
+impl AttributeDecisionView {
+    /// Renders a decision just made, as a read of it would.
+    pub fn new(a: &AttributeDecision, at: Option<DateTime<Utc>>) -> Self {
+        Self {
+            key: a.key.clone(),
+            attribute_key_id: attribute_key_id(&a.key),
+            value: a.value.clone(),
+            resolution_status: a.status.as_str().to_owned(),
+            resolver_type: a.resolver_type.map(|r| r.as_str().to_owned()),
+            policy_name: a.policy.as_ref().map(|p| p.name.clone()),
+            policy_engine: a.policy.as_ref().map(|p| p.engine.as_str().to_owned()),
+            policy_version: a.policy.as_ref().map(|p| p.version.clone()),
+            resolved_at: a.value.as_ref().and(at),
+            error_message: a.error_message.clone(),
+        }
+    }
+}
+
+/// A stored attribute.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttributeView {
+    pub id: Uuid,
+    pub activity_id: ActivityId,
+    #[serde(flatten)]
+    pub decision: AttributeDecisionView,
     #[serde(with = "crate::domain::time::millis")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "crate::domain::time::millis")]
@@ -280,16 +315,18 @@ impl From<AttributeRow> for AttributeView {
         Self {
             id: r.id,
             activity_id: r.activity_id,
-            key: r.key,
-            attribute_key_id: r.attribute_key_id,
-            value: r.value.map(|v| v.0),
-            resolution_status: r.resolution_status,
-            resolver_type: r.resolver_type,
-            policy_name: r.policy_name,
-            policy_engine: r.policy_engine,
-            policy_version: r.policy_version,
-            resolved_at: r.resolved_at,
-            error_message: r.error_message,
+            decision: AttributeDecisionView {
+                key: r.key,
+                attribute_key_id: r.attribute_key_id,
+                value: r.value.map(|v| v.0),
+                resolution_status: r.resolution_status,
+                resolver_type: r.resolver_type,
+                policy_name: r.policy_name,
+                policy_engine: r.policy_engine,
+                policy_version: r.policy_version,
+                resolved_at: r.resolved_at,
+                error_message: r.error_message,
+            },
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -302,16 +339,7 @@ impl AttributeView {
         Self {
             id,
             activity_id: activity,
-            key: a.key.clone(),
-            attribute_key_id: attribute_key_id(&a.key),
-            value: a.value.clone(),
-            resolution_status: a.status.as_str().to_owned(),
-            resolver_type: a.resolver_type.map(|r| r.as_str().to_owned()),
-            policy_name: a.policy.as_ref().map(|p| p.name.clone()),
-            policy_engine: a.policy.as_ref().map(|p| p.engine.as_str().to_owned()),
-            policy_version: a.policy.as_ref().map(|p| p.version.clone()),
-            resolved_at: a.value.as_ref().map(|_| at),
-            error_message: a.error_message.clone(),
+            decision: AttributeDecisionView::new(a, Some(at)),
             created_at: at,
             updated_at: at,
         }

@@ -119,6 +119,18 @@ pub fn with_overall_history(mut per_channel: Vec<HistoryEntry>) -> Vec<HistoryEn
     out
 }
 
+/// Splits a display name the way the documented `firstName`/`lastName` shape
+/// wants it: "Maria Gonzalez" → ("Maria", "Gonzalez").
+pub fn split_name(name: Option<&str>) -> (Option<String>, Option<String>) {
+    match name.map(str::trim) {
+        Some(n) if !n.is_empty() => match n.split_once(char::is_whitespace) {
+            Some((first, last)) => (Some(first.to_owned()), Some(last.trim().to_owned())),
+            None => (Some(n.to_owned()), None),
+        },
+        _ => (None, None),
+    }
+}
+
 /// The body of `POST /api/commerces/sync`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

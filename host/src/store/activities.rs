@@ -244,12 +244,14 @@ pub struct ActivityRow {
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Bumped by every transition (optimistic concurrency).
+    pub version: i32,
 }
 
 const ACTIVITY_COLUMNS: &str = "a.id, a.idempotency_key, a.type, a.channel, a.status, a.reason, a.commerce_id, \
     c.name AS commerce_name, c.external_id AS commerce_external_id, a.scheduled_at, a.suggested_execution_time, \
     a.user_status, a.score, a.assignment_reason, a.target_criteria, a.attribute_keys, a.caller_attributes, \
-    a.resolution_trace, a.created_by, a.created_at, a.updated_at";
+    a.resolution_trace, a.created_by, a.created_at, a.updated_at, a.version";
 
 /// One activity, if the tenant has it.
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant, activity_id = %id))]

@@ -5,8 +5,10 @@
 //! join on it), so one tenant's data never reaches another's request.
 
 pub mod activities;
+pub mod api_keys;
 pub mod commerces;
 pub mod tenants;
+pub mod transitions;
 
 use std::str::FromStr;
 use std::time::Duration;

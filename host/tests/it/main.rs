@@ -6,10 +6,14 @@
 mod support;
 
 mod activities;
+mod api_keys;
 mod auth;
 mod cli;
 mod commerces;
+mod config_views;
+mod lifecycle;
 mod policy_admin;
+mod preview;
 mod reload;
 mod resolution;
 mod validation;

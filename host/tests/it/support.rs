@@ -92,6 +92,7 @@ impl TestApp {
             registry: Arc::new(registry),
             auth: Arc::new(auth),
             tenants: Default::default(),
+            api_keys: Default::default(),
         };
         Self { router: api::router(state.clone()), state, pool, policies }
     }

@@ -1,0 +1,283 @@
+//! `/api/api-keys`: tenant-bound keys for integrations, sent as `x-api-key`.
+//!
+//! Only the SHA-256 of a key is stored; the plaintext is shown once, in the
+//! create response. A key's permissions are a subset of its creator's. A
+//! presented key is looked up by its hash (cached for a few seconds, dropped
+//! at once when this process revokes it), and `lastUsedAt` is written at
+//! most once a minute per key rather than on every request.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::auth::{Caller, Tenant, perm};
+use super::extract::{TypedBody, path_id};
+use super::{ApiError, AppState};
+use crate::domain::validation::Errors;
+use crate::domain::{Permission, PermissionSet, TenantId};
+use crate::store::api_keys::{self as store, ApiKeyRow, NewKey};
+
+/// Every key starts with this.
+pub const KEY_PREFIX: &str = "rtn_sk_";
+/// How long a looked-up key is trusted before it is read again.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+/// How often `lastUsedAt` is written for one key, at most.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// The API key routes.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/api-keys", post(create).get(list)).route("/api/api-keys/{id}/revoke", post(revoke))
+}
+
+/// Verifies presented keys.
+#[derive(Debug, Default)]
+pub struct ApiKeys {
+    cache: Mutex<HashMap<String, (ApiKeyRow, Instant)>>,
+    touched: Mutex<HashMap<Uuid, Instant>>,
+}
+
+/// The SHA-256 of a key, in hex: what is stored and looked up.
+pub fn hash_key(plaintext: &str) -> String {
+    hex::encode(Sha256::digest(plaintext.as_bytes()))
+}
+
+impl ApiKeys {
+    /// The caller a presented key stands for, or 401.
+    pub async fn authenticate(&self, pool: &sqlx::PgPool, presented: &str) -> Result<Caller, ApiError> {
+        let presented = presented.trim();
+        if !presented.starts_with(KEY_PREFIX) || presented.len() > 200 {
+            return Err(ApiError::Unauthorized("the API key is malformed".into()));
+        }
+        let hash = hash_key(presented);
+        let cached = {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.get(&hash).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(row, _)| row.clone())
+        };
+        let row = match cached {
+            Some(row) => row,
+            None => {
+                let row = store::find_by_hash(pool, &hash)
+                    .await?
+                    .ok_or_else(|| ApiError::Unauthorized("the API key is invalid".into()))?;
+                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() > 10_000 {
+                    cache.clear();
+                }
+                cache.insert(hash, (row.clone(), Instant::now()));
+                row
+            }
+        };
+        if row.revoked_at.is_some() {
+            return Err(ApiError::Unauthorized("the API key has been revoked".into()));
+        }
+        let now = Utc::now();
+        if row.expires_at.is_some_and(|at| at <= now) {
+            return Err(ApiError::Unauthorized("the API key has expired".into()));
+        }
+        self.touch(pool, &row, now).await;
+        Ok(Caller {
+            sub: row.user_sub.clone(),
+            tenant_ids: vec![row.tenant_id],
+            permissions: row.permissions.iter().filter_map(|p| Permission::parse(p)).collect(),
+            super_admin: false,
+            api_key: Some((row.tenant_id, row.id)),
+        })
+    }
+
+    /// Writes `lastUsedAt`, at most once per [`TOUCH_EVERY`] per key.
+    async fn touch(&self, pool: &sqlx::PgPool, row: &ApiKeyRow, now: DateTime<Utc>) {
+        let due = {
+            let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+            match touched.get(&row.id) {
+                Some(at) if at.elapsed() < TOUCH_EVERY => false,
+                _ => {
+                    touched.insert(row.id, Instant::now());
+                    true
+                }
+            }
+        };
+        if due && let Err(e) = store::touch(pool, row.tenant_id, row.id, now).await {
+            // Bookkeeping only: the request goes on.
+            tracing::warn!(error = %e, key_id = %row.id, "failed to record an API key's last use");
+        }
+    }
+
+    /// Forgets a key at once (after a revoke).
+    fn forget(&self, id: Uuid) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|_, (row, _)| row.id != id);
+    }
+}
+
+/// The body of `POST /api/api-keys` (camelCase, as documented).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateKey {
+    pub name: String,
+    pub permissions: Vec<String>,
+    #[serde(default, with = "crate::domain::time::millis_opt")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A key as listed (never its plaintext).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyView {
+    pub id: Uuid,
+    pub name: String,
+    pub key_prefix: String,
+    pub user_id: String,
+    pub tenant_id: TenantId,
+    pub is_active: bool,
+    pub permissions: Vec<String>,
+    #[serde(with = "crate::domain::time::millis_opt")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(with = "crate::domain::time::millis_opt")]
+    pub last_used_at: Option<DateTime<Utc>>,
+    #[serde(with = "crate::domain::time::millis")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::domain::time::millis_opt")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<ApiKeyRow> for KeyView {
+    fn from(r: ApiKeyRow) -> Self {
+        let expired = r.expires_at.is_some_and(|at| at <= Utc::now());
+        Self {
+            id: r.id,
+            name: r.name,
+            key_prefix: r.key_prefix,
+            user_id: r.user_sub,
+            tenant_id: r.tenant_id,
+            is_active: r.revoked_at.is_none() && !expired,
+            permissions: r.permissions,
+            expires_at: r.expires_at,
+            last_used_at: r.last_used_at,
+            created_at: r.created_at,
+            revoked_at: r.revoked_at,
+        }
+    }
+}
+
+/// The create response: the key, with its plaintext this once.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub key: KeyView,
+    pub plaintext_key: String,
+}
+
+/// `POST /api/api-keys`.
+async fn create(
+    ctx: Tenant<perm::ManageApiKeys>,
+    State(state): State<AppState>,
+    TypedBody(body): TypedBody<CreateKey>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    let mut errors = Errors::default();
+    if body.name.trim().is_empty() || body.name.chars().count() > 255 {
+        errors.add("name", "must be 1 to 255 characters");
+    }
+    if body.permissions.is_empty() {
+        errors.add("permissions", "must name at least one permission");
+    }
+    let mut granted = PermissionSet::default();
+    for (i, p) in body.permissions.iter().enumerate() {
+        match Permission::parse(&p.to_ascii_uppercase()) {
+            Some(p) => granted.insert(p),
+            None => errors.add(format!("permissions[{i}]"), format!("must be one of {}", Permission::expected())),
+        }
+    }
+    if body.expires_at.is_some_and(|at| at <= Utc::now()) {
+        errors.add("expiresAt", "must be in the future");
+    }
+    errors.finish(()).map_err(ApiError::Validation)?;
+    let beyond: Vec<&str> =
+        granted.iter().filter(|p| !ctx.caller.permissions.contains(*p)).map(|p| p.as_str()).collect();
+    if !beyond.is_empty() {
+        return Err(ApiError::Forbidden(format!(
+            "a key's permissions must be a subset of yours; you do not have {}",
+            beyond.join(", ")
+        )));
+    }
+    let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    let plaintext = format!("{KEY_PREFIX}{secret}");
+    let key_prefix = format!("{KEY_PREFIX}{}", &secret[..8]);
+    let permissions: Vec<String> = granted.iter().map(|p| p.as_str().to_owned()).collect();
+    let row = store::create(
+        &state.pool,
+        &NewKey {
+            tenant: ctx.tenant_id,
+            id: Uuid::new_v4(),
+            user_sub: &ctx.caller.sub,
+            name: body.name.trim(),
+            key_prefix: &key_prefix,
+            key_hash: &hash_key(&plaintext),
+            permissions: &permissions,
+            expires_at: body.expires_at,
+        },
+    )
+    .await?;
+    tracing::info!(tenant_id = %ctx.tenant_id, key_id = %row.id, key_prefix = %row.key_prefix, "API key created");
+    Ok((StatusCode::CREATED, Json(CreatedKey { key: row.into(), plaintext_key: plaintext })))
+}
+
+/// `GET /api/api-keys`: the caller's keys in this tenant, newest first.
+async fn list(ctx: Tenant<perm::ManageApiKeys>, State(state): State<AppState>) -> Result<Json<Vec<KeyView>>, ApiError> {
+    let rows = store::list(&state.pool, ctx.tenant_id, &ctx.caller.sub).await?;
+    Ok(Json(rows.into_iter().map(KeyView::from).collect()))
+}
+
+/// `POST /api/api-keys/:id/revoke`: only the caller's own keys; the record is
+/// kept for audit.
+async fn revoke(
+    ctx: Tenant<perm::ManageApiKeys>,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = path_id("id", &raw, Uuid::parse_str)?;
+    let row = store::get(&state.pool, ctx.tenant_id, id).await?.ok_or_else(|| ApiError::not_found("API key", id))?;
+    if row.user_sub != ctx.caller.sub {
+        return Err(ApiError::Forbidden("only the key's owner may revoke it".into()));
+    }
+    if !store::revoke(&state.pool, ctx.tenant_id, id).await? {
+        return Err(ApiError::BadRequest("the API key is already revoked".into()));
+    }
+    state.api_keys.forget(id);
+    tracing::info!(tenant_id = %ctx.tenant_id, key_id = %id, "API key revoked");
+    Ok(Json(serde_json::json!({"message": "API key revoked successfully"})))
+}
+
+impl Caller {
+    /// Whether the caller is an API key rather than a user's token.
+    pub fn is_api_key(&self) -> bool {
+        self.api_key.is_some()
+    }
+}
+
+/// The header that carries an API key.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// `Caller` for a request with `x-api-key`: the key's tenant and permissions.
+pub async fn caller_from_key(state: &AppState, value: &axum::http::HeaderValue) -> Result<Caller, ApiError> {
+    let text = value.to_str().map_err(|_| ApiError::Unauthorized("the API key is malformed".into()))?;
+    state.api_keys.authenticate(&state.pool, text).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hashes_are_hex_sha256() {
+        assert_eq!(super::hash_key("rtn_sk_x").len(), 64);
+        assert_ne!(super::hash_key("rtn_sk_x"), super::hash_key("rtn_sk_y"));
+    }
+}

@@ -1,0 +1,252 @@
+//! The activity lifecycle after creation: retry-resolution, manual
+//! assignment of a target user, and cancel.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::routing::patch;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::auth::{Tenant, perm};
+use super::extract::{TypedBody, path_id};
+use super::views::{ActivityDetail, TargetUserView};
+use super::{ApiError, AppState};
+use crate::domain::activity::NewActivity;
+use crate::domain::{
+    ActivityId, ActivityStatus, ActivityType, AttributeStatus, Channel, LockReason, ResolutionStrategy, TargetStatus,
+    TenantId,
+};
+use crate::resolve::{self, TargetDecision};
+use crate::store::activities::{self as store, ActivityRow};
+use crate::store::transitions::{self, Assignment, RetryOutcome, TransitionError};
+
+/// The lifecycle routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/activities/{id}/retry-resolution", patch(retry))
+        .route("/api/activities/{id}/target-users/{target_user_id}/resolve", patch(resolve_target_user))
+        .route("/api/activities/{id}/cancel", patch(cancel))
+}
+
+impl From<TransitionError> for ApiError {
+    fn from(e: TransitionError) -> Self {
+        match e {
+            TransitionError::NotFound => ApiError::NotFound("the activity was not found".into()),
+            TransitionError::WrongStatus(s) => ApiError::BadRequest(format!("the activity is {s}")),
+            TransitionError::Raced => ApiError::Conflict { detail: e.to_string(), activity_id: None },
+            TransitionError::Db(db) => db.into(),
+        }
+    }
+}
+
+async fn load(state: &AppState, tenant: TenantId, raw: &str) -> Result<ActivityRow, ApiError> {
+    let id = path_id("id", raw, ActivityId::parse)?;
+    store::get(&state.pool, tenant, id).await?.ok_or_else(|| ApiError::not_found("activity", id))
+}
+
+async fn detail(state: &AppState, tenant: TenantId, id: ActivityId) -> Result<Json<ActivityDetail>, ApiError> {
+    let row = store::get(&state.pool, tenant, id).await?.ok_or_else(|| ApiError::not_found("activity", id))?;
+    let targets = store::target_users(&state.pool, tenant, id).await?;
+    let attributes = store::attributes(&state.pool, tenant, id).await?;
+    Ok(Json(ActivityDetail::new(row, targets, attributes)))
+}
+
+/// The request an activity was created from, as stored: what a retry replays.
+fn replay(row: &ActivityRow) -> Result<NewActivity, ApiError> {
+    let corrupt = |what: &str| ApiError::Internal(anyhow::anyhow!("stored activity {} has a bad {what}", row.id));
+    Ok(NewActivity {
+        activity_type: ActivityType::parse(&row.activity_type).ok_or_else(|| corrupt("type"))?,
+        channel: Channel::parse(&row.channel).ok_or_else(|| corrupt("channel"))?,
+        reason: row.reason.clone(),
+        commerce_id: row.commerce_id,
+        idempotency_key: row.idempotency_key.clone(),
+        scheduled_at: row.scheduled_at,
+        suggested_execution_time: row.suggested_execution_time,
+        user_status: row.user_status.clone(),
+        score: row.score,
+        assignment_reason: row.assignment_reason.clone(),
+        target_criteria: row.target_criteria.as_ref().map(|c| c.0.clone()),
+        attribute_keys: row.attribute_keys.clone(),
+        attributes: row.caller_attributes.0.clone(),
+    })
+}
+
+/// `PATCH /api/activities/:id/retry-resolution`: re-runs the FAILED target
+/// users and attributes on the policies serving now, with the original
+/// request's criteria override and caller attributes.
+async fn retry(
+    ctx: Tenant<perm::CreateActivity>,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<ActivityDetail>, ApiError> {
+    let tenant = ctx.tenant_id;
+    let row = load(&state, tenant, &raw).await?;
+    if row.status != ActivityStatus::Unresolved.as_str() {
+        return Err(ApiError::BadRequest(format!(
+            "only UNRESOLVED activities can be retried; this one is {}",
+            row.status
+        )));
+    }
+    let activity = replay(&row)?;
+    let targets = store::target_users(&state.pool, tenant, row.id).await?;
+    let attributes = store::attributes(&state.pool, tenant, row.id).await?;
+    let (commerce, history) = crate::store::commerces::load_for_resolution(&state.pool, tenant, row.commerce_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("activity {} lost its commerce", row.id)))?;
+    let commerce = Arc::new(commerce);
+    let snapshot = state.registry.snapshot(tenant);
+    let input = resolve::prepare_input(tenant, &activity, Arc::clone(&commerce), history);
+
+    let mut target_decisions = Vec::new();
+    let mut target_traces = Vec::new();
+    for t in targets.iter().filter(|t| t.resolution_status == TargetStatus::Failed.as_str()) {
+        let (decision, trace) = resolve::target::resolve_target(
+            &snapshot,
+            &input,
+            &commerce,
+            activity.channel,
+            activity.target_criteria.as_deref(),
+        )
+        .await;
+        target_decisions.push((t.id, decision));
+        target_traces.push(trace);
+    }
+    let mut attribute_decisions = Vec::new();
+    let mut attribute_traces = Vec::new();
+    for a in attributes.iter().filter(|a| a.resolution_status == AttributeStatus::Failed.as_str()) {
+        let (decision, trace) =
+            resolve::attributes::resolve_attribute(&snapshot, &input, &a.key, activity.caller_attribute(&a.key)).await;
+        attribute_decisions.push((a.id, decision));
+        attribute_traces.push(trace);
+    }
+
+    let mut still_failing = Vec::new();
+    for (_, t) in target_decisions.iter().filter(|(_, t)| t.is_failed()) {
+        still_failing.push(format!("target user: {}", t.error_message.as_deref().unwrap_or("no user found")));
+    }
+    for (_, a) in attribute_decisions.iter().filter(|(_, a)| a.status == AttributeStatus::Failed) {
+        still_failing.push(format!("attribute {}: {}", a.key, a.error_message.as_deref().unwrap_or("failed")));
+    }
+    let status = if still_failing.is_empty() { ActivityStatus::Ready } else { ActivityStatus::Unresolved };
+    let trace = json!({
+        "at": crate::domain::time::format(&chrono::Utc::now()),
+        "generation": snapshot.generation,
+        "targets": target_traces,
+        "attributes": attribute_traces,
+        "outcome": status,
+    });
+    let outcome = RetryOutcome {
+        version: row.version,
+        status,
+        targets: target_decisions.iter().map(|(id, d)| (*id, d)).collect(),
+        attributes: attribute_decisions.iter().map(|(id, d)| (*id, d)).collect(),
+        trace,
+        error: (!still_failing.is_empty()).then(|| still_failing.join("; ")),
+        commerce_id: row.commerce_id,
+        channel: activity.channel.as_str(),
+    };
+    transitions::apply_retry(&state.pool, tenant, row.id, &outcome).await?;
+    tracing::info!(tenant_id = %tenant, activity_id = %row.id, status = %status, "resolution retried");
+    detail(&state, tenant, row.id).await
+}
+
+/// The body of the manual assignment.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveTargetUser {
+    /// A user of the activity's commerce.
+    pub commerce_user_id: Uuid,
+}
+
+/// `PATCH /api/activities/:id/target-users/:targetUserId/resolve`: assigns a
+/// commerce user by hand to a PENDING or FAILED, unlocked target user.
+async fn resolve_target_user(
+    ctx: Tenant<perm::CreateActivity>,
+    State(state): State<AppState>,
+    Path((raw, raw_target)): Path<(String, String)>,
+    TypedBody(body): TypedBody<ResolveTargetUser>,
+) -> Result<Json<TargetUserView>, ApiError> {
+    let tenant = ctx.tenant_id;
+    let row = load(&state, tenant, &raw).await?;
+    let target_id = path_id("targetUserId", &raw_target, Uuid::parse_str)?;
+    let from = ActivityStatus::parse(&row.status).unwrap_or(ActivityStatus::Failed);
+    if !matches!(from, ActivityStatus::Ready | ActivityStatus::Unresolved) {
+        return Err(ApiError::BadRequest(format!(
+            "target users can be resolved only on READY or UNRESOLVED activities; this one is {}",
+            row.status
+        )));
+    }
+    let targets = store::target_users(&state.pool, tenant, row.id).await?;
+    let target = targets
+        .iter()
+        .find(|t| t.id == target_id)
+        .ok_or_else(|| ApiError::NotFound(format!("target user {target_id} of activity {} was not found", row.id)))?;
+    let open = [TargetStatus::Pending.as_str(), TargetStatus::Failed.as_str()];
+    if !open.contains(&target.resolution_status.as_str()) || target.locked_at.is_some() {
+        return Err(ApiError::BadRequest(format!(
+            "only PENDING or FAILED target users that are not locked can be resolved; this one is {}",
+            target.resolution_status
+        )));
+    }
+    match transitions::commerce_user_state(&state.pool, tenant, row.commerce_id, body.commerce_user_id).await? {
+        None => return Err(ApiError::field("commerce_user_id", "is not a user of this activity's commerce")),
+        Some(false) => return Err(ApiError::field("commerce_user_id", "is an inactive user")),
+        Some(true) => {}
+    }
+    let attributes = store::attributes(&state.pool, tenant, row.id).await?;
+    let other_failures =
+        targets.iter().any(|t| t.id != target_id && t.resolution_status == TargetStatus::Failed.as_str())
+            || attributes.iter().any(|a| a.resolution_status == AttributeStatus::Failed.as_str());
+    let to = if from == ActivityStatus::Unresolved && !other_failures { ActivityStatus::Ready } else { from };
+    let decision = TargetDecision {
+        commerce_user_id: Some(crate::domain::CommerceUserId(body.commerce_user_id)),
+        status: TargetStatus::Locked,
+        strategy: ResolutionStrategy::parse(&target.resolution_strategy).unwrap_or(ResolutionStrategy::Manual),
+        lock_reason: Some(LockReason::ManualAssignment),
+        criterion_type: None,
+        policy: None,
+        error_message: None,
+    };
+    let assignment = Assignment {
+        version: row.version,
+        target_id,
+        decision: &decision,
+        from,
+        to,
+        commerce_id: row.commerce_id,
+        channel: &row.channel,
+    };
+    transitions::apply_assignment(&state.pool, tenant, row.id, &assignment).await?;
+    tracing::info!(tenant_id = %tenant, activity_id = %row.id, %target_id, "target user assigned by hand");
+    let target = store::target_users(&state.pool, tenant, row.id)
+        .await?
+        .into_iter()
+        .find(|t| t.id == target_id)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("target user {target_id} vanished")))?;
+    Ok(Json(target.into()))
+}
+
+/// `PATCH /api/activities/:id/cancel`: READY or UNRESOLVED → CANCELED.
+async fn cancel(
+    ctx: Tenant<perm::CancelActivity>,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<ActivityDetail>, ApiError> {
+    let tenant = ctx.tenant_id;
+    let id = path_id("id", &raw, ActivityId::parse)?;
+    match transitions::cancel(&state.pool, tenant, id).await {
+        Ok(_) => {}
+        Err(TransitionError::NotFound) => return Err(ApiError::not_found("activity", id)),
+        Err(TransitionError::WrongStatus(s)) => {
+            return Err(ApiError::BadRequest(format!(
+                "only READY or UNRESOLVED activities can be canceled; this one is {s}"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(tenant_id = %tenant, activity_id = %id, "activity canceled");
+    detail(&state, tenant, id).await
+}
