@@ -42,6 +42,12 @@ pub enum PolicyCommand {
         /// What to check.
         path: PathBuf,
     },
+    /// Run the fixtures in <dir>/tests/ against a tenant's policies (with the
+    /// global ones beneath) or the global ones: a pass/fail line each.
+    Test {
+        /// A `tenants/<tenant-id>/` or `global/` folder.
+        dir: PathBuf,
+    },
 }
 
 /// Where the database is.
@@ -133,6 +139,11 @@ pub struct ServeArgs {
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "RETEN_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    /// Provision a demo tenant with commerces (once), then print a ready
+    /// token and a curl line. Without a JWT key, a random secret is used for
+    /// this run.
+    #[arg(long, env = "RETEN_DEMO")]
+    pub demo: bool,
     #[command(flatten)]
     pub log: LogArgs,
 }

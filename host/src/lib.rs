@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod policy;
 pub mod resolve;

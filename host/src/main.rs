@@ -22,6 +22,7 @@ async fn main() -> ExitCode {
         }
         Command::Token(args) => token(&args),
         Command::Policy(PolicyCommand::Check { path }) => policy_check(&path),
+        Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -34,6 +35,9 @@ async fn main() -> ExitCode {
 
 async fn serve(args: reten_host::config::ServeArgs) -> anyhow::Result<()> {
     let app = App::build(&args).await?;
+    if let Some(banner) = &app.demo_banner {
+        println!("{banner}");
+    }
     app.run_until(shutdown_signal()).await
 }
 
@@ -87,6 +91,33 @@ fn policy_check(path: &std::path::Path) -> anyhow::Result<()> {
     println!("{} checked, {failed} failed", results.len());
     if failed > 0 {
         anyhow::bail!("{failed} file(s) failed the check");
+    }
+    Ok(())
+}
+
+async fn policy_test(dir: &std::path::Path) -> anyhow::Result<()> {
+    let (results, load_errors) = reten_host::policy::fixtures::run(dir).await?;
+    for e in &load_errors {
+        println!("warn  policy load error: {e}");
+    }
+    let failed = results.iter().filter(|r| !r.failures.is_empty()).count();
+    for r in &results {
+        let about = r.description.as_deref().map(|d| format!("  ({d})")).unwrap_or_default();
+        if r.failures.is_empty() {
+            println!("PASS  {}{about}", r.name);
+        } else {
+            println!("FAIL  {}{about}", r.name);
+            for f in &r.failures {
+                println!("        {f}");
+            }
+        }
+    }
+    println!("{} fixtures: {} passed, {failed} failed", results.len(), results.len() - failed);
+    if results.is_empty() {
+        anyhow::bail!("no fixtures found in {}/tests", dir.display());
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} fixture(s) failed");
     }
     Ok(())
 }

@@ -18,6 +18,8 @@ use crate::store;
 
 /// A built application, bound to its port, not yet serving.
 pub struct App {
+    /// What `--demo` prints once the app is built.
+    pub demo_banner: Option<String>,
     listener: TcpListener,
     state: AppState,
     grace: Duration,
@@ -28,7 +30,12 @@ impl App {
     /// Creates the database if needed, migrates it, loads the policies and
     /// binds the listener.
     pub async fn build(args: &ServeArgs) -> anyhow::Result<Self> {
-        let auth = Arc::new(api::auth::Authenticator::new(&args.jwt.settings()?)?);
+        let mut jwt = args.jwt.settings()?;
+        if args.demo && jwt.secret.is_none() && jwt.public_key_pem.is_none() {
+            tracing::warn!("demo mode without RETEN_JWT_SECRET: using a random secret; tokens end with this process");
+            jwt.secret = Some(format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()));
+        }
+        let auth = Arc::new(api::auth::Authenticator::new(&jwt)?);
         store::ensure_database(&args.database.database_url).await?;
         let pool = store::connect(&args.database.database_url, &args.database.pool()).await?;
         store::migrate(&pool).await?;
@@ -47,8 +54,24 @@ impl App {
         .context("failed to watch the policies directory")?;
         let listener =
             TcpListener::bind(&args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;
+        let demo_banner = if args.demo {
+            let demo = crate::demo::provision(&pool).await?;
+            let addr = listener.local_addr()?;
+            Some(match &jwt.secret {
+                Some(secret) => crate::demo::banner(&demo, addr, secret)?,
+                None => format!("Demo tenant: {} (mint tokens with your identity provider)", demo.tenant),
+            })
+        } else {
+            None
+        };
         let state = AppState { pool, registry, auth, tenants: Default::default(), api_keys: Default::default() };
-        Ok(Self { listener, state, grace: Duration::from_secs(args.shutdown_grace_secs), _watcher: watcher })
+        Ok(Self {
+            demo_banner,
+            listener,
+            state,
+            grace: Duration::from_secs(args.shutdown_grace_secs),
+            _watcher: watcher,
+        })
     }
 
     /// The address the service listens on.

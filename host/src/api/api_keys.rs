@@ -10,17 +10,22 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::Json;
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::{Caller, Tenant, perm};
-use super::extract::{TypedBody, path_id};
+use super::extract::{ApiPath, TypedBody, path_id};
+use super::openapi::{
+    BadRequest, Forbidden, NotFound, PayloadTooLarge, TenantHeader, Unauthorized, Unavailable, UnsupportedMediaType,
+};
 use super::{ApiError, AppState};
 use crate::domain::validation::Errors;
 use crate::domain::{Permission, PermissionSet, TenantId};
@@ -34,8 +39,8 @@ const CACHE_TTL: Duration = Duration::from_secs(5);
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 /// The API key routes.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/api-keys", post(create).get(list)).route("/api/api-keys/{id}/revoke", post(revoke))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(create, list)).routes(routes!(revoke))
 }
 
 /// Verifies presented keys.
@@ -119,25 +124,35 @@ impl ApiKeys {
 }
 
 /// The body of `POST /api/api-keys` (camelCase, as documented).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"name": "ERP integration", "permissions": ["CREATE_ACTIVITY", "VIEW_ACTIVITIES"],
+                          "expiresAt": "2030-01-01T00:00:00.000Z"}))]
 pub struct CreateKey {
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub name: String,
+    /// Permission names (case-insensitive), each one the caller holds.
+    #[schema(value_type = Vec<Permission>, min_items = 1)]
     pub permissions: Vec<String>,
+    /// When the key stops working; in the future. Absent: never.
     #[serde(default, with = "crate::domain::time::millis_opt")]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A key as listed (never its plaintext).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyView {
     pub id: Uuid,
     pub name: String,
+    /// The first characters of the key, to recognise it (`rtn_sk_1a2b3c4d`).
     pub key_prefix: String,
+    /// The `sub` of the user who created it.
     pub user_id: String,
     pub tenant_id: TenantId,
+    /// Neither revoked nor expired.
     pub is_active: bool,
+    #[schema(value_type = Vec<Permission>)]
     pub permissions: Vec<String>,
     #[serde(with = "crate::domain::time::millis_opt")]
     pub expires_at: Option<DateTime<Utc>>,
@@ -169,15 +184,45 @@ impl From<ApiKeyRow> for KeyView {
 }
 
 /// The create response: the key, with its plaintext this once.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedKey {
     #[serde(flatten)]
     pub key: KeyView,
+    /// The key to send as `x-api-key`; shown only here.
     pub plaintext_key: String,
 }
 
-/// `POST /api/api-keys`.
+/// The answer to a revoke.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"message": "API key revoked successfully"}))]
+pub struct Revoked {
+    pub message: &'static str,
+}
+
+/// Create an API key for this tenant.
+///
+/// Its permissions must be a subset of the caller's. The plaintext is in
+/// this answer only; only its SHA-256 is stored.
+#[utoipa::path(
+    post,
+    path = "/api/api-keys",
+    operation_id = "createApiKey",
+    tag = "api-keys",
+    params(TenantHeader),
+    request_body = CreateKey,
+    responses(
+        (status = 201, description = "Created; `plaintextKey` is shown this once.", body = CreatedKey),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
 async fn create(
     ctx: Tenant<perm::ManageApiKeys>,
     State(state): State<AppState>,
@@ -231,19 +276,50 @@ async fn create(
     Ok((StatusCode::CREATED, Json(CreatedKey { key: row.into(), plaintext_key: plaintext })))
 }
 
-/// `GET /api/api-keys`: the caller's keys in this tenant, newest first.
+/// The caller's API keys in this tenant, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/api-keys",
+    operation_id = "listApiKeys",
+    tag = "api-keys",
+    params(TenantHeader),
+    responses(
+        (status = 200, description = "The caller's keys (never their plaintext).", body = Vec<KeyView>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
 async fn list(ctx: Tenant<perm::ManageApiKeys>, State(state): State<AppState>) -> Result<Json<Vec<KeyView>>, ApiError> {
     let rows = store::list(&state.pool, ctx.tenant_id, &ctx.caller.sub).await?;
     Ok(Json(rows.into_iter().map(KeyView::from).collect()))
 }
 
-/// `POST /api/api-keys/:id/revoke`: only the caller's own keys; the record is
-/// kept for audit.
+/// Revoke one of the caller's API keys; the record is kept for audit.
+#[utoipa::path(
+    post,
+    path = "/api/api-keys/{id}/revoke",
+    operation_id = "revokeApiKey",
+    tag = "api-keys",
+    params(TenantHeader, ("id" = Uuid, Path, description = "The key's id.")),
+    responses(
+        (status = 200, description = "Revoked.", body = Revoked),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
 async fn revoke(
     ctx: Tenant<perm::ManageApiKeys>,
     State(state): State<AppState>,
-    Path(raw): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    ApiPath(raw): ApiPath<String>,
+) -> Result<Json<Revoked>, ApiError> {
     let id = path_id("id", &raw, Uuid::parse_str)?;
     let row = store::get(&state.pool, ctx.tenant_id, id).await?.ok_or_else(|| ApiError::not_found("API key", id))?;
     if row.user_sub != ctx.caller.sub {
@@ -254,7 +330,7 @@ async fn revoke(
     }
     state.api_keys.forget(id);
     tracing::info!(tenant_id = %ctx.tenant_id, key_id = %id, "API key revoked");
-    Ok(Json(serde_json::json!({"message": "API key revoked successfully"})))
+    Ok(Json(Revoked { message: "API key revoked successfully" }))
 }
 
 impl Caller {

@@ -255,7 +255,8 @@ pub mod perm {
         ManageActivityConfig,
         ManageCommerces,
         SyncCommerces,
-        ManageApiKeys
+        ManageApiKeys,
+        CreateTenant
     );
 }
 
@@ -300,6 +301,37 @@ impl<P: RequiredPermission + Send + Sync> FromRequestParts<AppState> for Tenant<
             return Err(ApiError::not_found("tenant", tenant_id));
         }
         Ok(Tenant(TenantContext { tenant_id, caller }, PhantomData))
+    }
+}
+
+/// A caller holding the permission `P`, on a route that names no tenant.
+/// Checked before the body is read, so the order of statuses holds.
+#[derive(Debug)]
+pub struct Permitted<P>(pub Caller, PhantomData<P>);
+
+impl<P: RequiredPermission + Send + Sync> FromRequestParts<AppState> for Permitted<P> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(P::PERMISSION)?;
+        Ok(Permitted(caller, PhantomData))
+    }
+}
+
+/// A SUPER_ADMIN caller (the global policies are theirs alone).
+#[derive(Debug)]
+pub struct SuperAdmin(pub Caller);
+
+impl FromRequestParts<AppState> for SuperAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if !caller.super_admin {
+            return Err(ApiError::Forbidden("only a SUPER_ADMIN may list or change the global policies".into()));
+        }
+        Ok(SuperAdmin(caller))
     }
 }
 

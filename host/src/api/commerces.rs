@@ -1,38 +1,79 @@
 //! `/api/commerces`: sync, list, read and update commerces.
 
-use axum::extract::{Path, State};
+use axum::Json;
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::{Tenant, perm};
-use super::extract::{ListResponse, QueryParams, TypedBody, parse_bool, path_id};
+use super::extract::{ApiPath, ListResponse, PageQuery, QueryParams, TypedBody, parse_bool, path_id};
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, TenantHeader, Unauthorized, Unavailable,
+    UnsupportedMediaType,
+};
 use super::{ApiError, AppState};
-use crate::domain::CommerceId;
 use crate::domain::commerce::{CommercePatch, SyncRequest};
+use crate::domain::{CommerceId, ContactType, UserRole};
 use crate::store::commerces::{self as store, CommerceDetail, CommerceFilter, CommerceRow, PatchError, SyncError};
 
 /// The commerce routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/commerces", get(list))
-        .route("/api/commerces/sync", post(sync))
-        .route("/api/commerces/{id}", get(detail).patch(update))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(list)).routes(routes!(sync)).routes(routes!(detail, update))
+}
+
+/// The filters of `GET /api/commerces`. Unknown parameters are a 400.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CommerceQuery {
+    /// Text to look for in the name or the external id.
+    pub search: Option<String>,
+    /// Exactly this external id.
+    pub external_id: Option<String>,
+    /// Exactly this global external id.
+    pub global_external_id: Option<String>,
+    pub is_active: Option<bool>,
 }
 
 /// The answer of a sync.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"created": 1, "updated": 0, "total": 1}))]
 pub struct SyncResult {
     pub created: u64,
     pub updated: u64,
     pub total: u64,
 }
 
-/// `POST /api/commerces/sync`: bulk upsert by `external_id`, all or nothing.
+/// Sync commerces: a bulk upsert by `external_id`, all or nothing.
+///
+/// Users are upserted by `external_id` and never deleted by a sync; `roles`,
+/// `contacts` and `addresses`, when sent, replace the stored ones;
+/// `metadata` is merged.
+#[utoipa::path(
+    post,
+    path = "/api/commerces/sync",
+    operation_id = "syncCommerces",
+    tag = "commerces",
+    params(TenantHeader),
+    request_body = SyncRequest,
+    responses(
+        (status = 201, description = "Synced: how many commerces were created and updated.", body = SyncResult),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
 async fn sync(
     ctx: Tenant<perm::SyncCommerces>,
     State(state): State<AppState>,
@@ -48,7 +89,7 @@ async fn sync(
 }
 
 /// A commerce as listed and updated.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommerceView {
     pub id: CommerceId,
@@ -80,7 +121,23 @@ impl From<CommerceRow> for CommerceView {
     }
 }
 
-/// `GET /api/commerces`.
+/// List commerces.
+#[utoipa::path(
+    get,
+    path = "/api/commerces",
+    operation_id = "listCommerces",
+    tag = "commerces",
+    params(TenantHeader, CommerceQuery, PageQuery),
+    responses(
+        (status = 200, description = "One page of commerces.", body = ListResponse<CommerceView>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
 async fn list(
     ctx: Tenant<perm::ManageCommerces>,
     State(state): State<AppState>,
@@ -99,7 +156,7 @@ async fn list(
 }
 
 /// A commerce with its addresses and users, in the documented shape.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommerceDetailView {
     #[serde(flatten)]
@@ -109,7 +166,7 @@ pub struct CommerceDetailView {
 }
 
 /// An address.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AddressView {
     pub id: Uuid,
@@ -130,7 +187,7 @@ pub struct AddressView {
 }
 
 /// A commerce user with roles and contacts.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserView {
     pub id: Uuid,
@@ -144,17 +201,19 @@ pub struct UserView {
 }
 
 /// `{role}`, as documented.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RoleView {
+    #[schema(value_type = UserRole)]
     pub role: String,
 }
 
 /// A contact.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ContactView {
     pub id: Uuid,
     #[serde(rename = "type")]
+    #[schema(value_type = ContactType)]
     pub contact_type: String,
     pub value: String,
     pub is_primary: bool,
@@ -217,11 +276,27 @@ impl From<CommerceDetail> for CommerceDetailView {
     }
 }
 
-/// `GET /api/commerces/:id`.
+/// Read a commerce, with its addresses and users.
+#[utoipa::path(
+    get,
+    path = "/api/commerces/{id}",
+    operation_id = "getCommerce",
+    tag = "commerces",
+    params(TenantHeader, ("id" = Uuid, Path, description = "The commerce's id.")),
+    responses(
+        (status = 200, description = "The commerce, with its addresses and users.", body = CommerceDetailView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
 async fn detail(
     ctx: Tenant<perm::ManageCommerces>,
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
 ) -> Result<Json<CommerceDetailView>, ApiError> {
     let id = path_id("id", &raw, CommerceId::parse)?;
     let detail =
@@ -229,11 +304,31 @@ async fn detail(
     Ok(Json(detail.into()))
 }
 
-/// `PATCH /api/commerces/:id`: metadata is merged.
+/// Update a commerce: absent fields are kept, `null` clears, metadata is merged.
+#[utoipa::path(
+    patch,
+    path = "/api/commerces/{id}",
+    operation_id = "updateCommerce",
+    tag = "commerces",
+    params(TenantHeader, ("id" = Uuid, Path, description = "The commerce's id.")),
+    request_body = CommercePatch,
+    responses(
+        (status = 200, description = "The commerce as updated.", body = CommerceView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
 async fn update(
     ctx: Tenant<perm::ManageCommerces>,
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
     TypedBody(patch): TypedBody<CommercePatch>,
 ) -> Result<Json<CommerceView>, ApiError> {
     let id = path_id("id", &raw, CommerceId::parse)?;

@@ -2,25 +2,28 @@
 //! computed from the policy files, in the documented shapes — plus the
 //! policy (engine and version) behind each criterion and attribute.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
 use super::auth::{Tenant, perm};
+use super::openapi::{BadRequest, Forbidden, NotFound, TenantHeader, Unauthorized, Unavailable};
 use crate::domain::{AttributeStrategy, Channel, ResolutionStrategy, ResolverType, TenantId, attribute_key_id};
 use crate::policy::snapshot::ConfigSource;
 use crate::policy::{EngineKind, Origin, Policy, TenantSnapshot};
 
 /// The config view routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/activity-config/target-resolution", get(target_resolution))
-        .route("/api/activity-config/attribute-keys", get(attribute_keys))
-        .route("/api/activity-config/attribute-policies", get(attribute_policies))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(target_resolution))
+        .routes(routes!(attribute_keys))
+        .routes(routes!(attribute_policies))
 }
 
 /// A stable id for a piece of file-based configuration.
@@ -29,13 +32,26 @@ fn config_id(tenant: TenantId, what: &str) -> Uuid {
 }
 
 /// The policy behind a criterion or attribute.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyInfo {
     pub name: String,
     pub engine: EngineKind,
+    /// The sha256 of the policy file, in hex.
     pub version: String,
+    /// `GLOBAL` (`policies/global/`) or `TENANT` (the tenant's folder).
+    #[schema(value_type = PolicyOrigin)]
     pub origin: &'static str,
+}
+
+/// Where a policy file lives.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PolicyOrigin {
+    /// `policies/global/`.
+    Global,
+    /// `policies/tenants/<tenant-id>/`.
+    Tenant,
 }
 
 impl From<&Policy> for PolicyInfo {
@@ -49,7 +65,7 @@ impl From<&Policy> for PolicyInfo {
 }
 
 /// A target resolution config.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetConfigView {
     pub id: Uuid,
@@ -66,7 +82,7 @@ pub struct TargetConfigView {
 }
 
 /// A criterion of a config.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CriterionView {
     pub id: Uuid,
@@ -77,7 +93,23 @@ pub struct CriterionView {
     pub policy: Option<PolicyInfo>,
 }
 
-/// `GET /api/activity-config/target-resolution`: the configs, by priority.
+/// The target resolution configs (`GET /api/activity-config/target-resolution`), by priority.
+#[utoipa::path(
+    get,
+    path = "/api/activity-config/target-resolution",
+    operation_id = "listTargetResolutionConfigs",
+    tag = "activity-config",
+    params(TenantHeader),
+    responses(
+        (status = 200, description = "The configs, active ones first, by priority.", body = Vec<TargetConfigView>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
 async fn target_resolution(
     ctx: Tenant<perm::ViewActivities>,
     State(state): State<AppState>,
@@ -115,7 +147,7 @@ async fn target_resolution(
 }
 
 /// An attribute key of the catalogue.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttributeKeyView {
     pub id: Uuid,
@@ -126,7 +158,23 @@ pub struct AttributeKeyView {
     pub source: ConfigSource,
 }
 
-/// `GET /api/activity-config/attribute-keys`: the catalogue.
+/// The attribute key catalogue (`GET /api/activity-config/attribute-keys`).
+#[utoipa::path(
+    get,
+    path = "/api/activity-config/attribute-keys",
+    operation_id = "listAttributeKeys",
+    tag = "activity-config",
+    params(TenantHeader),
+    responses(
+        (status = 200, description = "Every attribute key: the global catalogue plus the tenant's keys.", body = Vec<AttributeKeyView>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
 async fn attribute_keys(
     ctx: Tenant<perm::ViewActivities>,
     State(state): State<AppState>,
@@ -148,7 +196,7 @@ async fn attribute_keys(
 }
 
 /// How one attribute key resolves.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttributePolicyView {
     pub id: Uuid,
@@ -169,7 +217,7 @@ pub struct AttributePolicyView {
 }
 
 /// `{key, label}` of an attribute key.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AttributeKeyRef {
     pub key: String,
     pub label: String,
@@ -201,7 +249,23 @@ fn attribute_policy(tenant: TenantId, snapshot: &TenantSnapshot, key: &str, labe
     }
 }
 
-/// `GET /api/activity-config/attribute-policies`: one per catalogue key.
+/// How each attribute key resolves (`GET /api/activity-config/attribute-policies`): one per catalogue key.
+#[utoipa::path(
+    get,
+    path = "/api/activity-config/attribute-policies",
+    operation_id = "listAttributePolicies",
+    tag = "activity-config",
+    params(TenantHeader),
+    responses(
+        (status = 200, description = "One per catalogue key.", body = Vec<AttributePolicyView>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
 async fn attribute_policies(
     ctx: Tenant<perm::ViewActivities>,
     State(state): State<AppState>,

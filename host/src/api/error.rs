@@ -109,54 +109,84 @@ impl ApiError {
     }
 }
 
-/// The problem document.
-#[derive(Serialize)]
+/// The problem document (RFC 9457), served as `application/problem+json`.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "type": "https://reten.dev/problems/validation-error",
+    "title": "Bad Request",
+    "status": 400,
+    "detail": "the request has 1 invalid field(s): scheduled_at",
+    "errors": [{"field": "scheduled_at", "message": "is required"}]
+}))]
 pub struct Problem<'a> {
+    /// What kind of problem: `https://reten.dev/problems/<slug>`.
     #[serde(rename = "type")]
+    #[schema(format = "uri")]
     pub problem_type: String,
+    /// The status's reason phrase.
     pub title: &'a str,
+    /// The HTTP status.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
+    /// What went wrong, for a person. A 5xx never carries internal detail.
     pub detail: String,
+    /// Every bad field (400) or the file that failed to compile (422).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<FieldError>)]
     pub errors: Option<&'a [FieldError]>,
+    /// On a duplicate idempotency key (409): the activity that holds it.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = ActivityId)]
     pub activity_id: Option<ActivityId>,
 }
 
 /// How long clients should wait before retrying a 503.
 pub const RETRY_AFTER_SECS: u32 = 2;
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The problem document this error answers with.
+    fn problem(&self) -> Problem<'_> {
         let status = self.status();
-        let detail = match &self {
+        let detail = match self {
             ApiError::Validation(errors) => {
                 let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
                 format!("the request has {} invalid field(s): {}", errors.len(), fields.join(", "))
             }
-            ApiError::Internal(err) => {
-                tracing::error!(error = format!("{err:#}"), "internal error");
-                "an internal error occurred; it has been logged".to_owned()
-            }
+            ApiError::Internal(_) => "an internal error occurred; it has been logged".to_owned(),
             other => other.to_string(),
         };
-        let (errors, activity_id) = match &self {
+        let (errors, activity_id) = match self {
             ApiError::Validation(e) | ApiError::Unprocessable { errors: e, .. } if !e.is_empty() => {
                 (Some(e.as_slice()), None)
             }
             ApiError::Conflict { activity_id, .. } => (None, *activity_id),
             _ => (None, None),
         };
-        let problem = Problem {
+        Problem {
             problem_type: format!("https://reten.dev/problems/{}", self.slug()),
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail,
             errors,
             activity_id,
-        };
-        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        }
+    }
+
+    /// The problem document as JSON: what the OpenAPI document shows as an
+    /// example, so examples and answers come from the same code.
+    pub fn example(&self) -> serde_json::Value {
+        serde_json::to_value(self.problem()).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(err) = &self {
+            tracing::error!(error = format!("{err:#}"), "internal error");
+        }
+        let status = self.status();
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
@@ -176,6 +206,10 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
                 tracing::warn!(error = %err, "database unavailable");
                 ApiError::Unavailable("the database is unavailable; retry shortly".into())
+            }
+            // A character Postgres cannot store (a NUL) that validation let through.
+            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("22021" | "22P05")) => {
+                ApiError::BadRequest("a value holds a character that cannot be stored (NUL)".into())
             }
             sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref()) => {
                 tracing::warn!(error = %err, "database unavailable");

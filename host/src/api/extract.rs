@@ -27,8 +27,73 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = json_bytes(req, state).await?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(malformed)
+        let value = serde_json::from_slice(&bytes).map_err(malformed)?;
+        check_shape(&value)?;
+        Ok(JsonBody(value))
     }
+}
+
+/// How deep a request's JSON may nest (objects and arrays).
+pub const MAX_JSON_DEPTH: usize = 32;
+/// How many values (of any kind, nested included) a request's JSON may hold.
+pub const MAX_JSON_VALUES: usize = 20_000;
+
+/// Refuses, before anything reads the body, what no field may hold: JSON
+/// nested deeper than [`MAX_JSON_DEPTH`], more than [`MAX_JSON_VALUES`]
+/// values, and NUL characters (Postgres cannot store them), naming each
+/// string that holds one.
+pub fn check_shape(value: &Value) -> Result<(), ApiError> {
+    fn walk(v: &Value, path: &mut String, depth: usize, count: &mut usize, errors: &mut Vec<FieldError>) -> bool {
+        *count += 1;
+        if depth > MAX_JSON_DEPTH || *count > MAX_JSON_VALUES {
+            return false;
+        }
+        let len = path.len();
+        match v {
+            Value::String(s) if s.contains('\0') => {
+                errors.push(FieldError::new(field_of(path), "must not contain a NUL character (\\u0000)"))
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    path.push_str(&format!("[{i}]"));
+                    let ok = walk(item, path, depth + 1, count, errors);
+                    path.truncate(len);
+                    if !ok {
+                        return false;
+                    }
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map {
+                    if k.contains('\0') {
+                        errors.push(FieldError::new(field_of(path), "has a key with a NUL character (\\u0000)"));
+                    }
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(k);
+                    let ok = walk(item, path, depth + 1, count, errors);
+                    path.truncate(len);
+                    if !ok {
+                        return false;
+                    }
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+    fn field_of(path: &str) -> String {
+        if path.is_empty() { "body".into() } else { path.to_owned() }
+    }
+    let mut errors = Vec::new();
+    let mut count = 0;
+    if !walk(value, &mut String::new(), 0, &mut count, &mut errors) {
+        return Err(ApiError::BadRequest(format!(
+            "the body is nested deeper than {MAX_JSON_DEPTH} levels or holds more than {MAX_JSON_VALUES} values"
+        )));
+    }
+    if errors.is_empty() { Ok(()) } else { Err(ApiError::Validation(errors)) }
 }
 
 /// A JSON body deserialised into `T`; a type error names the field's path.
@@ -42,6 +107,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for TypedBody<T> {
         let bytes = json_bytes(req, state).await?;
         // Malformed JSON first, so it is told apart from a wrong shape.
         let value: Value = serde_json::from_slice(&bytes).map_err(malformed)?;
+        check_shape(&value)?;
         serde_path_to_error::deserialize(value).map(TypedBody).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." { "body".to_owned() } else { path };
@@ -87,6 +153,14 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
         let raw = parts.uri.query().unwrap_or("");
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
             .map_err(|e| ApiError::BadRequest(format!("the query string is malformed: {e}")))?;
+        let nul: Vec<FieldError> = pairs
+            .iter()
+            .filter(|(k, v)| k.contains('\0') || v.contains('\0'))
+            .map(|(k, _)| FieldError::new(k.clone(), "must not contain a NUL character (%00)"))
+            .collect();
+        if !nul.is_empty() {
+            return Err(ApiError::Validation(nul));
+        }
         Ok(Self { pairs, seen: BTreeSet::new(), errors: Vec::new() })
     }
 }
@@ -113,10 +187,11 @@ impl QueryParams {
     /// `page`, and `per_page` (alias `limit`): 1-based, default 25, max 100.
     pub fn page(&mut self) -> Page {
         let page = self.parse("page", |s| parse_bounded(s, 1, u32::MAX)).unwrap_or(1);
-        let per_page = self
-            .parse("per_page", |s| parse_bounded(s, 1, 100))
-            .or_else(|| self.parse("limit", |s| parse_bounded(s, 1, 100)))
-            .unwrap_or(25);
+        // Both are read, so sending both is not "an unknown parameter";
+        // `per_page` wins.
+        let per_page = self.parse("per_page", |s| parse_bounded(s, 1, 100));
+        let limit = self.parse("limit", |s| parse_bounded(s, 1, 100));
+        let per_page = per_page.or(limit).unwrap_or(25);
         Page { page, per_page }
     }
 
@@ -130,6 +205,22 @@ impl QueryParams {
         }
         if errors.is_empty() { Ok(()) } else { Err(ApiError::Validation(errors)) }
     }
+}
+
+/// The paging parameters of the lists, for the OpenAPI document ([`QueryParams::page`] reads them).
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// The page, from 1 (default 1).
+    #[param(minimum = 1)]
+    pub page: Option<u32>,
+    /// Items per page, 1 to 100 (default 25).
+    #[param(minimum = 1, maximum = 100)]
+    pub per_page: Option<u32>,
+    /// The same as `per_page`, under another name. Send one of the two:
+    /// when `per_page` is sent, `limit` is refused as unknown (400).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
 }
 
 fn parse_bounded(s: &str, min: u32, max: u32) -> Result<u32, String> {
@@ -148,6 +239,40 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+/// Path parameters; a malformed path (say, invalid UTF-8) is a problem+json
+/// 400 like every other error.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| ApiPath(v))
+            .map_err(|e| ApiError::BadRequest(format!("the path is malformed: {}", e.body_text())))
+    }
+}
+
+/// A raw body of any content type, within the route's body limit.
+#[derive(Debug)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state).await.map(RawBody).map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge("the body exceeds this route's size limit".into())
+            } else {
+                ApiError::BadRequest(format!("the body could not be read: {}", rejection.body_text()))
+            }
+        })
+    }
+}
+
 /// Parses a path segment as an id; a malformed one is a 400 naming the
 /// parameter.
 pub fn path_id<T>(name: &str, raw: &str, parse: impl FnOnce(&str) -> Result<T, uuid::Error>) -> Result<T, ApiError> {
@@ -155,19 +280,27 @@ pub fn path_id<T>(name: &str, raw: &str, parse: impl FnOnce(&str) -> Result<T, u
 }
 
 /// The `{data, meta}` envelope of a list.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ListResponse<T> {
     pub data: Vec<T>,
     pub meta: ListMeta,
 }
 
 /// Paging facts of a list.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"page": 1, "limit": 25, "total": 1, "totalPages": 1}))]
 pub struct ListMeta {
+    /// The page returned, from 1.
+    #[schema(minimum = 1)]
     pub page: u32,
+    /// Items per page (`per_page`, or its alias `limit`).
+    #[schema(minimum = 1, maximum = 100)]
     pub limit: u32,
+    /// Items matching the filters, on all pages.
+    #[schema(minimum = 0)]
     pub total: i64,
+    #[schema(minimum = 0)]
     pub total_pages: i64,
 }
 

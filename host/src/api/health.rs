@@ -2,26 +2,91 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 
 /// The health routes.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(healthz)).routes(routes!(readyz))
+}
+
+/// The answer of `/healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"status": "ok"}))]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(value_type = String, pattern = "^ok$")]
+    pub status: &'static str,
+}
+
+/// The answer of `/readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "status": "ready",
+    "checks": {"database": "ok", "policies": {"generation": 3, "loadErrors": 0}}
+}))]
+pub struct Readiness {
+    /// `ready`, or `unavailable` (with a 503).
+    #[schema(value_type = String, pattern = "^(ready|unavailable)$")]
+    pub status: &'static str,
+    pub checks: ReadinessChecks,
+}
+
+/// What readiness checks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadinessChecks {
+    /// `ok`, or `unreachable`.
+    #[schema(value_type = String, pattern = "^(ok|unreachable)$")]
+    pub database: &'static str,
+    pub policies: PolicyHealth,
+}
+
+/// The policy registry, as readiness sees it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyHealth {
+    /// The registry generation: 0 until the policies are first loaded.
+    pub generation: u64,
+    /// Files whose last load failed (the previous version serves).
+    pub load_errors: usize,
 }
 
 /// The process is up.
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "health",
+    responses((status = 200, description = "The process is up.", body = Health))
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// The database answers and the policies are loaded.
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready: the database answers and the policies are loaded.", body = Readiness),
+        (status = 503, description = "Not ready: the database does not answer, or no policies are loaded yet.",
+            body = Readiness,
+            example = json!({
+                "status": "unavailable",
+                "checks": {"database": "unreachable", "policies": {"generation": 1, "loadErrors": 0}}
+            }))
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let db = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&state.pool))
         .await
         .is_ok_and(|r| r.is_ok());
@@ -30,12 +95,12 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let load_errors = registry.errors().count();
     let ready = db && policies_loaded;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({
-        "status": if ready { "ready" } else { "unavailable" },
-        "checks": {
-            "database": if db { "ok" } else { "unreachable" },
-            "policies": { "generation": registry.generation, "loadErrors": load_errors },
+    let body = Readiness {
+        status: if ready { "ready" } else { "unavailable" },
+        checks: ReadinessChecks {
+            database: if db { "ok" } else { "unreachable" },
+            policies: PolicyHealth { generation: registry.generation, load_errors },
         },
-    });
+    };
     (status, Json(body))
 }

@@ -3,15 +3,21 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::routing::patch;
-use axum::{Json, Router};
+use axum::Json;
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::{Tenant, perm};
-use super::extract::{TypedBody, path_id};
+use super::extract::{ApiPath, TypedBody, path_id};
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, TenantHeader, Unauthorized, Unavailable,
+    UnsupportedMediaType,
+};
 use super::views::{ActivityDetail, TargetUserView};
 use super::{ApiError, AppState};
 use crate::domain::activity::NewActivity;
@@ -24,11 +30,8 @@ use crate::store::activities::{self as store, ActivityRow};
 use crate::store::transitions::{self, Assignment, RetryOutcome, TransitionError};
 
 /// The lifecycle routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/activities/{id}/retry-resolution", patch(retry))
-        .route("/api/activities/{id}/target-users/{target_user_id}/resolve", patch(resolve_target_user))
-        .route("/api/activities/{id}/cancel", patch(cancel))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(retry)).routes(routes!(resolve_target_user)).routes(routes!(cancel))
 }
 
 impl From<TransitionError> for ApiError {
@@ -74,13 +77,33 @@ fn replay(row: &ActivityRow) -> Result<NewActivity, ApiError> {
     })
 }
 
-/// `PATCH /api/activities/:id/retry-resolution`: re-runs the FAILED target
+/// Retry the resolution of an UNRESOLVED activity.
+///
+/// `PATCH /api/activities/:id/retry-resolution` re-runs the FAILED target
 /// users and attributes on the policies serving now, with the original
-/// request's criteria override and caller attributes.
+/// request's criteria override and caller attributes. The activity becomes
+/// READY when nothing fails any more.
+#[utoipa::path(
+    patch,
+    path = "/api/activities/{id}/retry-resolution",
+    operation_id = "retryActivityResolution",
+    tag = "lifecycle",
+    params(TenantHeader, ("id" = Uuid, Path, description = "The activity's id.")),
+    responses(
+        (status = 200, description = "The activity after the retry.", body = ActivityDetail),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
 async fn retry(
     ctx: Tenant<perm::CreateActivity>,
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
 ) -> Result<Json<ActivityDetail>, ApiError> {
     let tenant = ctx.tenant_id;
     let row = load(&state, tenant, &raw).await?;
@@ -154,19 +177,47 @@ async fn retry(
 }
 
 /// The body of the manual assignment.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"commerce_user_id": "5f0c1c7e-3f4b-4a8e-9d55-1c2b3a4d5e6f"}))]
 pub struct ResolveTargetUser {
     /// A user of the activity's commerce.
     pub commerce_user_id: Uuid,
 }
 
-/// `PATCH /api/activities/:id/target-users/:targetUserId/resolve`: assigns a
-/// commerce user by hand to a PENDING or FAILED, unlocked target user.
+/// Assign a target user by hand.
+///
+/// `PATCH /api/activities/:id/target-users/:targetUserId/resolve` assigns an
+/// active user of the activity's commerce to a PENDING or FAILED, unlocked
+/// target user of a READY or UNRESOLVED activity, and locks it.
+#[utoipa::path(
+    patch,
+    path = "/api/activities/{id}/target-users/{targetUserId}/resolve",
+    operation_id = "resolveActivityTargetUser",
+    tag = "lifecycle",
+    params(
+        TenantHeader,
+        ("id" = Uuid, Path, description = "The activity's id."),
+        ("targetUserId" = Uuid, Path, description = "The target user's id.")
+    ),
+    request_body = ResolveTargetUser,
+    responses(
+        (status = 200, description = "The target user, locked to the chosen commerce user.", body = TargetUserView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
 async fn resolve_target_user(
     ctx: Tenant<perm::CreateActivity>,
     State(state): State<AppState>,
-    Path((raw, raw_target)): Path<(String, String)>,
+    ApiPath((raw, raw_target)): ApiPath<(String, String)>,
     TypedBody(body): TypedBody<ResolveTargetUser>,
 ) -> Result<Json<TargetUserView>, ApiError> {
     let tenant = ctx.tenant_id;
@@ -229,11 +280,27 @@ async fn resolve_target_user(
     Ok(Json(target.into()))
 }
 
-/// `PATCH /api/activities/:id/cancel`: READY or UNRESOLVED → CANCELED.
+/// Cancel an activity: READY or UNRESOLVED → CANCELED.
+#[utoipa::path(
+    patch,
+    path = "/api/activities/{id}/cancel",
+    operation_id = "cancelActivity",
+    tag = "lifecycle",
+    params(TenantHeader, ("id" = Uuid, Path, description = "The activity's id.")),
+    responses(
+        (status = 200, description = "The canceled activity.", body = ActivityDetail),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
 async fn cancel(
     ctx: Tenant<perm::CancelActivity>,
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
 ) -> Result<Json<ActivityDetail>, ApiError> {
     let tenant = ctx.tenant_id;
     let id = path_id("id", &raw, ActivityId::parse)?;

@@ -1,5 +1,6 @@
 //! The HTTP boundary: one module per resource, each exposing a `router()`
-//! over the shared [`AppState`].
+//! over the shared [`AppState`] that registers its handlers together with
+//! their OpenAPI operations ([`openapi`]).
 
 pub mod activities;
 pub mod api_keys;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod lifecycle;
+pub mod openapi;
 pub mod policies;
 pub mod tenants;
 pub mod views;
@@ -17,11 +19,13 @@ pub mod views;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::response::Response;
+use axum::{Extension, Router};
 use sqlx::PgPool;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use error::ApiError;
 
@@ -37,9 +41,9 @@ pub struct AppState {
     pub api_keys: Arc<api_keys::ApiKeys>,
 }
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// Every route, each with its OpenAPI operation.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(activities::router())
         .merge(lifecycle::router())
         .merge(config_views::router())
@@ -48,8 +52,21 @@ pub fn router(state: AppState) -> Router {
         .merge(tenants::router())
         .merge(policies::router())
         .merge(health::router())
+        .merge(openapi::router())
+}
+
+/// The OpenAPI document of the whole API, as `GET /openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let (routes, document) = routes().split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(openapi::Served::new(&document)))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(
             TraceLayer::new_for_http()

@@ -9,15 +9,23 @@
 use std::path::Path as FsPath;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
-use super::auth::{Caller, Tenant, perm};
+use super::auth::{SuperAdmin, Tenant, perm};
+use super::config_views::PolicyOrigin;
+use super::extract::{ApiPath, RawBody};
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PolicyBytes, TenantHeader, Unauthorized, Unavailable,
+    Unprocessable,
+};
 use super::{ApiError, AppState};
 use crate::domain::TenantId;
 use crate::domain::validation::FieldError;
@@ -26,23 +34,31 @@ use crate::policy::loader::{Layer, LoadError, Scope};
 use crate::policy::registry::RegistryState;
 use crate::policy::{EngineKind, Origin, Policy, PolicyKind};
 
-/// The policy admin routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/policies", get(list_tenant))
-        .route(
-            "/api/policies/{kind}/{file}",
-            axum::routing::put(upload_tenant).delete(delete_tenant).layer(DefaultBodyLimit::max(MAX_POLICY_BYTES)),
-        )
-        .route("/api/global-policies", get(list_global))
-        .route(
-            "/api/global-policies/{kind}/{file}",
-            axum::routing::put(upload_global).delete(delete_global).layer(DefaultBodyLimit::max(MAX_POLICY_BYTES)),
-        )
+/// The policy admin routes. Uploads take up to [`MAX_POLICY_BYTES`], not the
+/// API's usual JSON limit.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_tenant))
+        .routes(routes!(upload_tenant, delete_tenant).layer(DefaultBodyLimit::max(MAX_POLICY_BYTES)))
+        .routes(routes!(list_global))
+        .routes(routes!(upload_global, delete_global).layer(DefaultBodyLimit::max(MAX_POLICY_BYTES)))
+}
+
+/// The `kind` of a policy file in a path: its folder, or `config` for the
+/// TOML files.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyFileKind {
+    /// `criteria/<name>.rhai|wasm`.
+    Criteria,
+    /// `attributes/<name>.rhai|wasm`.
+    Attributes,
+    /// `tenant.toml` for a tenant; `defaults.toml` or `attribute-keys.toml` globally.
+    Config,
 }
 
 /// What serves for a tenant (or globally), and what failed to load.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyListing {
     pub tenant_id: Option<TenantId>,
@@ -57,7 +73,7 @@ pub struct PolicyListing {
 }
 
 /// One serving policy.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyView {
     pub name: String,
@@ -67,6 +83,7 @@ pub struct PolicyView {
     pub engine: EngineKind,
     /// The sha256 of the file that serves.
     pub version: String,
+    #[schema(value_type = PolicyOrigin)]
     pub origin: &'static str,
     pub path: String,
     #[serde(with = "crate::domain::time::millis")]
@@ -76,7 +93,7 @@ pub struct PolicyView {
 }
 
 /// One serving config file.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigView {
     pub path: String,
@@ -153,29 +170,50 @@ fn listing(state: &RegistryState, load_errors_total: u64, scope: Scope) -> Polic
     }
 }
 
-/// `GET /api/policies`: the tenant's effective policies.
+/// The tenant's effective policies and config files, and what failed to load.
+#[utoipa::path(
+    get,
+    path = "/api/policies",
+    operation_id = "listPolicies",
+    tag = "policies",
+    params(TenantHeader),
+    responses(
+        (status = 200, description = "The global policies with the tenant's on top, and the load errors.",
+            body = PolicyListing),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
 async fn list_tenant(ctx: Tenant<perm::ManageActivityConfig>, State(state): State<AppState>) -> Json<PolicyListing> {
     let registry = state.registry.state();
     Json(listing(&registry, state.registry.load_error_count(), Scope::Tenant(ctx.tenant_id)))
 }
 
-/// `GET /api/global-policies`.
-async fn list_global(caller: Caller, State(state): State<AppState>) -> Result<Json<PolicyListing>, ApiError> {
-    require_super_admin(&caller)?;
+/// The global policies and config files (`SUPER_ADMIN`), and every load error.
+#[utoipa::path(
+    get,
+    path = "/api/global-policies",
+    operation_id = "listGlobalPolicies",
+    tag = "policies",
+    responses(
+        (status = 200, description = "The global layer, and the load errors of every layer.", body = PolicyListing),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []))
+)]
+async fn list_global(_admin: SuperAdmin, State(state): State<AppState>) -> Result<Json<PolicyListing>, ApiError> {
     let registry = state.registry.state();
     Ok(Json(listing(&registry, state.registry.load_error_count(), Scope::Global)))
 }
 
-fn require_super_admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.super_admin {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden("only a SUPER_ADMIN may change or list the global policies".into()))
-    }
-}
-
 /// The answer to an upload: what serves now.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadView {
     pub path: String,
@@ -184,22 +222,71 @@ pub struct UploadView {
     pub generation: u64,
 }
 
+/// Upload or replace one of the tenant's policy files.
+///
+/// The bytes are compiled and validated first (422 with the error, nothing
+/// written), then written atomically; the answer comes once the new version
+/// serves.
+#[utoipa::path(
+    put,
+    path = "/api/policies/{kind}/{file}",
+    operation_id = "uploadPolicy",
+    tag = "policies",
+    params(TenantHeader, ("kind" = inline(PolicyFileKind), Path, description = "The file's kind: its folder, or `config` for the TOML file."), ("file" = String, Path, description = "`<name>.rhai` or `<name>.wasm` (`[a-z0-9_]{1,64}`), or `tenant.toml` for `config`.", pattern = r"^([a-z0-9_]{1,64}\.(rhai|wasm)|tenant\.toml)$")),
+    request_body(content = inline(PolicyBytes), content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Replaced; the new version serves.", body = UploadView),
+        (status = 201, description = "Created; it serves.", body = UploadView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
 async fn upload_tenant(
     ctx: Tenant<perm::ManageActivityConfig>,
     State(state): State<AppState>,
-    Path((kind, file)): Path<(String, String)>,
-    body: Bytes,
+    ApiPath((kind, file)): ApiPath<(String, String)>,
+    RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<UploadView>), ApiError> {
     upload(&state, Scope::Tenant(ctx.tenant_id), &kind, &file, body).await
 }
 
+/// Upload or replace a global policy file (`SUPER_ADMIN`).
+///
+/// Compiled and validated first against every tenant (422, nothing
+/// written), then written atomically; the answer comes once it serves.
+#[utoipa::path(
+    put,
+    path = "/api/global-policies/{kind}/{file}",
+    operation_id = "uploadGlobalPolicy",
+    tag = "policies",
+    params(("kind" = inline(PolicyFileKind), Path, description = "The file's kind: its folder, or `config` for the TOML file."), ("file" = String, Path, description = "`<name>.rhai` or `<name>.wasm` (`[a-z0-9_]{1,64}`), or `defaults.toml` or `attribute-keys.toml` for `config`.", pattern = r"^([a-z0-9_]{1,64}\.(rhai|wasm)|defaults\.toml|attribute-keys\.toml)$")),
+    request_body(content = inline(PolicyBytes), content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Replaced; the new version serves.", body = UploadView),
+        (status = 201, description = "Created; it serves.", body = UploadView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []))
+)]
 async fn upload_global(
-    caller: Caller,
+    _admin: SuperAdmin,
     State(state): State<AppState>,
-    Path((kind, file)): Path<(String, String)>,
-    body: Bytes,
+    ApiPath((kind, file)): ApiPath<(String, String)>,
+    RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<UploadView>), ApiError> {
-    require_super_admin(&caller)?;
     upload(&state, Scope::Global, &kind, &file, body).await
 }
 
@@ -272,27 +359,61 @@ fn serving_version(state: &RegistryState, scope: Scope, file: &PolicyFile) -> Op
 }
 
 /// The answer to a delete.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeleteView {
     pub deleted: String,
     pub generation: u64,
 }
 
+/// Delete one of the tenant's policy files; the global one of its name, if
+/// any, serves again.
+#[utoipa::path(
+    delete,
+    path = "/api/policies/{kind}/{file}",
+    operation_id = "deletePolicy",
+    tag = "policies",
+    params(TenantHeader, ("kind" = inline(PolicyFileKind), Path, description = "The file's kind: its folder, or `config` for the TOML file."), ("file" = String, Path, description = "`<name>.rhai` or `<name>.wasm` (`[a-z0-9_]{1,64}`), or `tenant.toml` for `config`.", pattern = r"^([a-z0-9_]{1,64}\.(rhai|wasm)|tenant\.toml)$")),
+    responses(
+        (status = 200, description = "Deleted; the reload is done.", body = DeleteView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
 async fn delete_tenant(
     ctx: Tenant<perm::ManageActivityConfig>,
     State(state): State<AppState>,
-    Path((kind, file)): Path<(String, String)>,
+    ApiPath((kind, file)): ApiPath<(String, String)>,
 ) -> Result<Json<DeleteView>, ApiError> {
     delete(&state, Scope::Tenant(ctx.tenant_id), &kind, &file).await
 }
 
+/// Delete a global policy file (`SUPER_ADMIN`).
+#[utoipa::path(
+    delete,
+    path = "/api/global-policies/{kind}/{file}",
+    operation_id = "deleteGlobalPolicy",
+    tag = "policies",
+    params(("kind" = inline(PolicyFileKind), Path, description = "The file's kind: its folder, or `config` for the TOML file."), ("file" = String, Path, description = "`<name>.rhai` or `<name>.wasm` (`[a-z0-9_]{1,64}`), or `defaults.toml` or `attribute-keys.toml` for `config`.", pattern = r"^([a-z0-9_]{1,64}\.(rhai|wasm)|defaults\.toml|attribute-keys\.toml)$")),
+    responses(
+        (status = 200, description = "Deleted; the reload is done.", body = DeleteView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []))
+)]
 async fn delete_global(
-    caller: Caller,
+    _admin: SuperAdmin,
     State(state): State<AppState>,
-    Path((kind, file)): Path<(String, String)>,
+    ApiPath((kind, file)): ApiPath<(String, String)>,
 ) -> Result<Json<DeleteView>, ApiError> {
-    require_super_admin(&caller)?;
     delete(&state, Scope::Global, &kind, &file).await
 }
 

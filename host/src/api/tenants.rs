@@ -1,35 +1,46 @@
 //! `POST /api/tenant/setup`: provision a tenant.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::auth::Caller;
+use super::auth::{Permitted, perm};
 use super::extract::TypedBody;
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+};
 use super::{ApiError, AppState};
+use crate::domain::TenantId;
 use crate::domain::validation::Errors;
-use crate::domain::{Permission, TenantId};
 use crate::store::tenants::{self as store, CreateTenantError};
 
 /// The tenant routes.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/tenant/setup", post(setup))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(setup))
 }
 
 /// The body of `POST /api/tenant/setup`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Acme Foods", "slug": "acme-foods"}))]
 pub struct SetupRequest {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
+    /// Unique: lower-case letters, digits and inner hyphens, 1 to 63 characters.
+    #[schema(min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")]
     pub slug: String,
 }
 
 /// A tenant.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"id": "3fa85f64-5717-4562-b3fc-2c963f66afa6", "name": "Acme Foods", "slug": "acme-foods",
+                          "createdAt": "2025-01-15T12:00:00.000Z"}))]
 pub struct TenantView {
     pub id: TenantId,
     pub name: String,
@@ -47,12 +58,33 @@ fn is_slug(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// Provision a tenant (`CREATE_TENANT`).
+///
+/// Users and passwords belong to the identity provider that issues the
+/// JWTs; a tenant here is its id, name and slug.
+#[utoipa::path(
+    post,
+    path = "/api/tenant/setup",
+    operation_id = "setupTenant",
+    tag = "tenants",
+    request_body = SetupRequest,
+    responses(
+        (status = 201, description = "The tenant, created.", body = TenantView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable)
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
 async fn setup(
-    caller: Caller,
+    _caller: Permitted<perm::CreateTenant>,
     State(state): State<AppState>,
     TypedBody(req): TypedBody<SetupRequest>,
 ) -> Result<(StatusCode, Json<TenantView>), ApiError> {
-    caller.require(Permission::CreateTenant)?;
     let mut errors = Errors::default();
     if req.name.trim().is_empty() || req.name.chars().count() > 200 {
         errors.add("name", "must be 1 to 200 characters");

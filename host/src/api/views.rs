@@ -5,24 +5,32 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::domain::activity::TargetCriterion;
 use crate::domain::commerce::Commerce;
-use crate::domain::{ActivityId, CommerceId, attribute_key_id};
+use crate::domain::{
+    ActivityId, ActivityStatus, ActivityType, AttributeStatus, Channel, CommerceId, EventType, LockReason,
+    ResolutionStrategy, ResolverType, TargetStatus, attribute_key_id,
+};
+use crate::policy::EngineKind;
 use crate::resolve::{AttributeDecision, TargetDecision};
 use crate::store::activities::{ActivityRow, AttributeRow, EventRow, TargetUserRow};
 
 /// `commerceAssignment`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommerceAssignment {
     pub commerce_id: CommerceId,
+    /// The commerce's name; absent in the answer to a create.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = CommerceSummary)]
     pub commerce: Option<CommerceSummary>,
 }
 
 /// The commerce's name, in lists and details.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommerceSummary {
     pub name: String,
@@ -31,13 +39,17 @@ pub struct CommerceSummary {
 
 /// The 201 body of `POST /api/activities`: the seed's fields plus `reason`,
 /// `targetUsers`, `attributes` and `createdAt`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedActivity {
     pub id: ActivityId,
     #[serde(rename = "type")]
+    #[schema(value_type = ActivityType)]
     pub activity_type: &'static str,
+    #[schema(value_type = Channel)]
     pub channel: &'static str,
+    /// `READY`, or `UNRESOLVED` when a target user or an attribute failed.
+    #[schema(value_type = ActivityStatus)]
     pub status: &'static str,
     pub reason: String,
     pub idempotency_key: String,
@@ -51,13 +63,16 @@ pub struct CreatedActivity {
 }
 
 /// An activity in a list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActivitySummary {
     pub id: ActivityId,
     #[serde(rename = "type")]
+    #[schema(value_type = ActivityType)]
     pub activity_type: String,
+    #[schema(value_type = Channel)]
     pub channel: String,
+    #[schema(value_type = ActivityStatus)]
     pub status: String,
     pub reason: String,
     pub idempotency_key: String,
@@ -93,13 +108,16 @@ fn assignment(id: CommerceId, name: Option<String>, external_id: Option<String>)
 }
 
 /// `GET /api/activities/:id`: everything stored about an activity.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActivityDetail {
     pub id: ActivityId,
     #[serde(rename = "type")]
+    #[schema(value_type = ActivityType)]
     pub activity_type: String,
+    #[schema(value_type = Channel)]
     pub channel: String,
+    #[schema(value_type = ActivityStatus)]
     pub status: String,
     pub reason: String,
     pub idempotency_key: String,
@@ -112,10 +130,14 @@ pub struct ActivityDetail {
     pub assignment_reason: Option<String>,
     pub commerce_assignment: CommerceAssignment,
     /// The request's override of the configured criteria, if it sent one.
+    #[schema(value_type = Option<Vec<TargetCriterion>>)]
     pub target_criteria: Option<Value>,
     pub attribute_keys: Vec<String>,
     pub target_users: Vec<TargetUserView>,
     pub attributes: Vec<AttributeView>,
+    /// Why each decision was made. On creation, the trace of the resolution
+    /// (as a preview shows it); after a retry, that retry's trace.
+    #[schema(value_type = Object)]
     pub resolution_trace: Value,
     pub created_by: String,
     #[serde(with = "crate::domain::time::millis")]
@@ -153,18 +175,23 @@ impl ActivityDetail {
 }
 
 /// What was decided about a target user (also what a preview shows).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetDecisionView {
     pub commerce_user_id: Option<Uuid>,
+    #[schema(value_type = TargetStatus)]
     pub resolution_status: String,
+    #[schema(value_type = ResolutionStrategy)]
     pub resolution_strategy: String,
+    #[schema(value_type = Option<LockReason>)]
     pub lock_reason: Option<String>,
     /// The criterion type that chose the user, when a criterion did.
     pub criterion_type: Option<String>,
     /// The policy (name, engine, sha256) that chose the user, when one did.
     pub policy_name: Option<String>,
+    #[schema(value_type = Option<EngineKind>)]
     pub policy_engine: Option<String>,
+    /// The sha256 of the policy file, in hex.
     pub policy_version: Option<String>,
     #[serde(with = "crate::domain::time::millis_opt")]
     pub resolved_at: Option<DateTime<Utc>>,
@@ -197,7 +224,7 @@ impl TargetDecisionView {
 }
 
 /// A stored target user.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetUserView {
     pub id: Uuid,
@@ -207,7 +234,7 @@ pub struct TargetUserView {
 }
 
 /// The commerce user's name, split the way the documented shape wants it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommerceUserName {
     pub external_id: Option<String>,
@@ -262,16 +289,22 @@ impl TargetUserView {
 }
 
 /// What was decided about an attribute (also what a preview shows).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttributeDecisionView {
     pub key: String,
     pub attribute_key_id: Uuid,
+    /// Any JSON value, or `null` when none was resolved.
+    #[schema(value_type = Value)]
     pub value: Option<Value>,
+    #[schema(value_type = AttributeStatus)]
     pub resolution_status: String,
+    #[schema(value_type = Option<ResolverType>)]
     pub resolver_type: Option<String>,
     pub policy_name: Option<String>,
+    #[schema(value_type = Option<EngineKind>)]
     pub policy_engine: Option<String>,
+    /// The sha256 of the policy file, in hex.
     pub policy_version: Option<String>,
     #[serde(with = "crate::domain::time::millis_opt")]
     pub resolved_at: Option<DateTime<Utc>>,
@@ -297,7 +330,7 @@ impl AttributeDecisionView {
 }
 
 /// A stored attribute.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttributeView {
     pub id: Uuid,
@@ -347,12 +380,15 @@ impl AttributeView {
 }
 
 /// A status event.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventView {
     pub id: Uuid,
+    #[schema(value_type = EventType)]
     pub event_type: String,
+    #[schema(value_type = Option<ActivityStatus>)]
     pub from_status: Option<String>,
+    #[schema(value_type = ActivityStatus)]
     pub to_status: String,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
@@ -371,5 +407,66 @@ impl From<EventRow> for EventView {
             error_message: r.error_message,
             occurred_at: r.occurred_at,
         }
+    }
+}
+
+/// Examples of the bodies above, for the OpenAPI document: the seed's
+/// create, as the service answers it.
+pub mod examples {
+    use serde_json::{Value, json};
+
+    /// The 201 body of the seed's create.
+    pub fn created_activity() -> Value {
+        let activity = "ee0e8400-e29b-41d4-a716-446655440000";
+        let at = "2025-01-15T12:00:00.123Z";
+        let version = "9f2c4e1a7b3d5f60812a4c6e8b0d2f4a6c8e0a2b4d6f8a0c2e4a6b8d0f2a4c6e";
+        json!({
+            "id": activity,
+            "type": "MESSAGE",
+            "channel": "WHATSAPP",
+            "status": "READY",
+            "reason": "Monthly promotion",
+            "idempotencyKey": "msg-2025-01-15-001",
+            "scheduledAt": "2025-01-16T09:00:00.000Z",
+            "commerceAssignment": {"commerceId": "880e8400-e29b-41d4-a716-446655440000"},
+            "targetUsers": [{
+                "id": "5a1d2b3c-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+                "activityId": activity,
+                "commerceUserId": "5f0c1c7e-3f4b-4a8e-9d55-1c2b3a4d5e6f",
+                "resolutionStatus": "LOCKED",
+                "resolutionStrategy": "ON_CREATION",
+                "lockReason": "CRITERIA_MATCH",
+                "criterionType": "ROLE_MATCH",
+                "policyName": "role_match",
+                "policyEngine": "RHAI",
+                "policyVersion": version,
+                "resolvedAt": at,
+                "lockedAt": at,
+                "errorMessage": null,
+                "commerceUser": {
+                    "externalId": "u-maria",
+                    "name": "Maria Gonzalez",
+                    "firstName": "Maria",
+                    "lastName": "Gonzalez"
+                }
+            }],
+            "attributes": [{
+                "id": "7b8c9d0e-1f2a-4b3c-9d4e-5f6a7b8c9d0e",
+                "activityId": activity,
+                "key": "commerce_info",
+                "attributeKeyId": "2c5e8f1a-4b7d-5a0c-8e3f-6a9b2c5d8e1f",
+                "value": {"name": "Almacén Don Pepe", "segment": "gold"},
+                "resolutionStatus": "RESOLVED",
+                "resolverType": "INTERNAL_SERVICE",
+                "policyName": "commerce_info",
+                "policyEngine": "RHAI",
+                "policyVersion": version,
+                "resolvedAt": at,
+                "errorMessage": null,
+                "createdAt": at,
+                "updatedAt": at
+            }],
+            "createdAt": at
+        })
     }
 }

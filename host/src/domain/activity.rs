@@ -50,10 +50,14 @@ pub struct NewActivity {
 }
 
 /// One target criterion: a type that names a policy, its config and its rank.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"type": "ROLE_MATCH", "config": {"roles": ["OWNER"]}, "priority": 0}))]
 pub struct TargetCriterion {
+    /// The criterion type (`ROLE_MATCH`): a criterion policy of the tenant.
     #[serde(rename = "type")]
+    #[schema(min_length = 1, max_length = 100)]
     pub criterion_type: String,
+    /// Given to the policy as `input.config`.
     #[serde(default)]
     pub config: Map<String, Value>,
     /// Lower runs first; ties keep their order.
@@ -62,12 +66,19 @@ pub struct TargetCriterion {
 }
 
 /// A caller-provided attribute: a value, a fallback, or both.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"key": "promotions", "value": [{"code": "2x1"}], "fallback": []}))]
 pub struct CallerAttribute {
+    /// An attribute key of the tenant's catalogue, at most once per request.
+    #[schema(min_length = 1, max_length = 100)]
     pub key: String,
+    /// The value to use; any JSON.
     #[serde(default)]
+    #[schema(value_type = Value)]
     pub value: Option<Value>,
+    /// The value to use when the key cannot be resolved; any JSON.
     #[serde(default)]
+    #[schema(value_type = Value)]
     pub fallback: Option<Value>,
 }
 

@@ -74,6 +74,7 @@ pub struct Contact {
 
 /// A postal address of a commerce.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Address {
     pub address_alias: Option<String>,
     pub street: Option<String>,
@@ -132,17 +133,31 @@ pub fn split_name(name: Option<&str>) -> (Option<String>, Option<String>) {
 }
 
 /// The body of `POST /api/commerces/sync`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"items": [{
+    "external_id": "c-1",
+    "name": "Almacén Don Pepe",
+    "tax_id": "76.123.456-7",
+    "metadata": {"segment": "gold"},
+    "addresses": [{"street": "Av. Siempre Viva", "street_number": "742", "city": "Santiago", "is_primary": true}],
+    "users": [{"external_id": "u-maria", "name": "Maria Gonzalez", "roles": ["OWNER"],
+               "contacts": [{"contact_type": "WHATSAPP", "value": "+56911111111", "is_primary": true}]}]
+}]}))]
 pub struct SyncRequest {
+    /// 1 to 1,000 commerces, each `external_id` once.
+    #[schema(min_items = 1, max_items = 1000)]
     pub items: Vec<SyncCommerce>,
 }
 
 /// One commerce to create or update, matched on `external_id`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncCommerce {
+    /// The commerce's id in the tenant's systems: the key of the upsert.
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub external_id: String,
+    #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
     pub name: String,
     #[serde(default)]
     pub global_external_id: Option<String>,
@@ -163,7 +178,7 @@ pub struct SyncCommerce {
 }
 
 /// An address in a sync item.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncAddress {
     #[serde(default)]
@@ -187,17 +202,21 @@ pub struct SyncAddress {
     #[serde(default)]
     pub formatted_address: Option<String>,
     #[serde(default)]
+    #[schema(minimum = -90, maximum = 90)]
     pub latitude: Option<f64>,
     #[serde(default)]
+    #[schema(minimum = -180, maximum = 180)]
     pub longitude: Option<f64>,
     #[serde(default)]
     pub source_ref: Option<String>,
 }
 
 /// A commerce user in a sync item, matched on `external_id`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncUser {
+    /// The user's id in the tenant's systems, once per commerce.
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub external_id: String,
     #[serde(default)]
     pub name: Option<String>,
@@ -212,10 +231,11 @@ pub struct SyncUser {
 }
 
 /// A contact in a sync item.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncContact {
     pub contact_type: ContactType,
+    #[schema(min_length = 1, max_length = 320, pattern = r"\S")]
     pub value: String,
     #[serde(default)]
     pub is_primary: bool,
@@ -279,12 +299,16 @@ fn check_text(errors: &mut Errors, field: &str, value: &str, max: usize) {
 
 /// The body of `PATCH /api/commerces/:id`. Absent fields are left alone; a
 /// `null` clears an optional field.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Almacén Don Pepe SpA", "tax_id": null, "metadata": {"segment": "platinum"}}))]
 pub struct CommercePatch {
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
     pub name: Option<String>,
+    /// `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S")]
     pub tax_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     pub global_external_id: Option<Option<String>>,

@@ -10,13 +10,20 @@ use uuid::Uuid;
 
 /// One bad field: its path (`target_criteria[2].type`) and what is wrong;
 /// for a file, the line and column too.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"field": "target_criteria[0].type", "message": "names no criterion this tenant has; expected ROLE_MATCH"}))]
 pub struct FieldError {
+    /// The field's path in the request (`target_criteria[2].type`), a query
+    /// parameter, a header, or a policy file's path.
     pub field: String,
     pub message: String,
+    /// For a file: the line of the error (1-based).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u32, minimum = 1)]
     pub line: Option<usize>,
+    /// For a file: the column of the error (1-based).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u32, minimum = 1)]
     pub column: Option<usize>,
 }
 

@@ -57,13 +57,17 @@ impl Scope {
 pub const CATALOGUE_FILE: &str = "attribute-keys.toml";
 
 /// A file that did not load, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadError {
     /// Relative to the policies directory.
     pub path: String,
     pub message: String,
+    /// For Rhai and TOML: the line of the error (1-based).
+    #[schema(value_type = Option<u32>, minimum = 1)]
     pub line: Option<usize>,
+    /// For Rhai and TOML: the column of the error (1-based).
+    #[schema(value_type = Option<u32>, minimum = 1)]
     pub column: Option<usize>,
     #[serde(with = "crate::domain::time::millis")]
     pub at: DateTime<Utc>,

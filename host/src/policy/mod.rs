@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod check;
 pub mod config;
+pub mod fixtures;
 pub mod input;
 pub mod limits;
 pub mod loader;
@@ -37,7 +38,7 @@ pub use snapshot::TenantSnapshot;
 use crate::domain::TenantId;
 
 /// What a policy decides.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PolicyKind {
     /// A target criterion, in `criteria/`.
@@ -66,7 +67,7 @@ impl PolicyKind {
 }
 
 /// The language a policy is written in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EngineKind {
     Rhai,
@@ -154,7 +155,7 @@ pub struct Candidate {
 }
 
 /// Why a policy call produced no usable answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyFailure {
     pub kind: FailureKind,
@@ -175,7 +176,7 @@ impl fmt::Display for PolicyFailure {
 }
 
 /// The ways a policy call fails.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum FailureKind {
     /// The call ran past its deadline (or its operation budget).
@@ -277,7 +278,7 @@ fn check_output_size(value: Option<Value>, limits: &Limits) -> Result<Option<Val
 }
 
 /// Which policy version decided something.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyRef {
     pub name: String,

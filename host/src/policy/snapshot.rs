@@ -14,7 +14,7 @@ use crate::domain::Channel;
 use crate::domain::activity::Vocabulary;
 
 /// Where a piece of configuration came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ConfigSource {
     /// `global/defaults.toml` or `global/attribute-keys.toml`.

@@ -10,7 +10,7 @@ use crate::policy::snapshot::ConfigSource;
 use crate::policy::{PolicyFailure, PolicyRef};
 
 /// The whole trace of one resolution.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Trace {
     /// The registry generation of the snapshot that decided.
@@ -20,7 +20,7 @@ pub struct Trace {
 }
 
 /// How the target user was chosen.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetTrace {
     /// Every configured config, and whether it applied.
@@ -34,7 +34,7 @@ pub struct TargetTrace {
 }
 
 /// One configured target resolution config.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigConsidered {
     pub priority: i32,
@@ -44,7 +44,7 @@ pub struct ConfigConsidered {
 }
 
 /// The config resolution used.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppliedConfig {
     pub source: ConfigSource,
@@ -55,7 +55,7 @@ pub struct AppliedConfig {
 }
 
 /// Whose criteria ran.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CriteriaSource {
     Config,
@@ -63,7 +63,7 @@ pub enum CriteriaSource {
 }
 
 /// One criterion that ran (or could not).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CriterionTrace {
     #[serde(rename = "type")]
@@ -80,7 +80,7 @@ pub struct CriterionTrace {
 }
 
 /// What one criterion came to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CriterionOutcome {
     /// A candidate was kept.
@@ -94,18 +94,19 @@ pub enum CriterionOutcome {
 }
 
 /// One candidate a criterion proposed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CandidateTrace {
     pub commerce_user_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     pub note: Option<String>,
     pub accepted: bool,
     pub skip_reason: Option<SkipReason>,
 }
 
 /// Why a candidate was not kept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SkipReason {
     /// The id is not one of the commerce's users.
@@ -116,7 +117,7 @@ pub enum SkipReason {
 }
 
 /// One fallback tried.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FallbackTrace {
     pub role: crate::domain::UserRole,
@@ -125,7 +126,7 @@ pub struct FallbackTrace {
 }
 
 /// How one attribute key was resolved.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttributeTrace {
     pub key: String,

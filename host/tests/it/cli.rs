@@ -73,3 +73,26 @@ fn token_mints_a_token_the_service_accepts() {
     assert_eq!(caller.tenant_ids, [reten_host::domain::TenantId(tenant)]);
     assert!(caller.permissions.contains(reten_host::domain::Permission::CreateActivity));
 }
+
+#[test]
+fn policy_test_passes_the_shipped_fixtures() {
+    for dir in ["global", "tenants/de000000-0000-4000-8000-00000000de40"] {
+        let (ok, out) = reten(&["policy", "test", repo_policies().join(dir).to_str().unwrap()]);
+        assert!(ok, "{dir}: {out}");
+        assert!(out.contains("PASS") && out.contains(" 0 failed"), "{out}");
+    }
+}
+
+#[test]
+fn policy_test_fails_naming_the_fixture_whose_expectation_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::support::copy_dir(&repo_policies(), dir.path());
+    let fixture = dir.path().join("global/tests/role_match_picks_the_commerce_rep.toml");
+    let text = std::fs::read_to_string(&fixture).unwrap().replace("user = \"u-juan\"", "user = \"u-maria\"");
+    std::fs::write(&fixture, text).unwrap();
+    let (ok, out) = reten(&["policy", "test", dir.path().join("global").to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("FAIL  role_match_picks_the_commerce_rep.toml"), "{out}");
+    assert!(out.contains("target user: expected u-maria, got u-juan"), "{out}");
+    assert!(out.contains("1 failed"), "{out}");
+}

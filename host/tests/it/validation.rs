@@ -186,3 +186,38 @@ async fn malformed_json_wrong_content_type_and_oversized_bodies_are_refused(pool
     assert_eq!(res.error_fields(), ["body"]);
     assert_eq!(app.count("activities").await, 0);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_nul_character_anywhere_is_a_400_naming_its_field_not_a_500(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let (tenant, commerce) = app.seeded("nul").await;
+    let mut body = seed_body(commerce, "nul-1");
+    body["reason"] = json!("before\u{0}after");
+    let res = app.create_activity(tenant, &body).await;
+    res.assert_status(StatusCode::BAD_REQUEST);
+    assert_eq!(res.error_fields(), ["reason"]);
+
+    let res = app.sync(tenant, json!([{"external_id": "c-9", "name": "x", "metadata": {"note": "a\u{0}b"}}])).await;
+    res.assert_status(StatusCode::BAD_REQUEST);
+    assert_eq!(res.error_fields(), ["items[0].metadata.note"]);
+
+    let res = app.get(tenant, "/api/commerces?search=a%00b").await;
+    res.assert_status(StatusCode::BAD_REQUEST);
+    assert_eq!(res.error_fields(), ["search"]);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn json_nested_deeper_than_the_limit_is_refused_before_any_policy_sees_it(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let (tenant, commerce) = app.seeded("deep").await;
+    let mut deep = json!(1);
+    for _ in 0..40 {
+        deep = json!([deep]);
+    }
+    let mut body = seed_body(commerce, "deep-1");
+    body["attributes"] = json!([{"key": "promotions", "value": deep}]);
+    let res = app.create_activity(tenant, &body).await;
+    res.assert_status(StatusCode::BAD_REQUEST);
+    assert!(res.body["detail"].as_str().unwrap().contains("nested"), "{}", res.body);
+    assert_eq!(app.count("activities").await, 0);
+}
