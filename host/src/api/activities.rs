@@ -128,14 +128,14 @@ async fn decide(state: &AppState, tenant: TenantId, body: &Value, fast_path: boo
     // One snapshot from validation to the last policy call.
     let snapshot = state.registry.snapshot(tenant);
     let activity = NewActivity::parse(body, &*snapshot).map_err(ApiError::Validation)?;
-    if fast_path
-        && let Some(holder) = store::find_by_idempotency_key(&state.pool, tenant, &activity.idempotency_key).await?
-    {
+    // One round trip: a known key answers 409 before any policy runs, then
+    // the commerce (404 when the tenant has none).
+    let key = fast_path.then_some(activity.idempotency_key.as_str());
+    let read = crate::store::commerces::load_for_create(&state.pool, tenant, activity.commerce_id, key).await?;
+    if let Some(holder) = read.existing {
         return Err(ApiError::duplicate_key(&activity.idempotency_key, holder));
     }
-    let (commerce, history) = crate::store::commerces::load_for_resolution(&state.pool, tenant, activity.commerce_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("commerce", activity.commerce_id))?;
+    let (commerce, history) = read.commerce.ok_or_else(|| ApiError::not_found("commerce", activity.commerce_id))?;
     let commerce = Arc::new(commerce);
     let input = resolve::prepare_input(tenant, &activity, Arc::clone(&commerce), history);
     let resolution = resolve::resolve_activity(&snapshot, &input, &activity).await;

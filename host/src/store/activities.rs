@@ -65,20 +65,20 @@ WITH a AS (
   INSERT INTO activity_target_users (tenant_id, id, activity_id, commerce_user_id, resolution_status,
     resolution_strategy, lock_reason, criterion_type, policy_name, policy_engine, policy_version,
     resolved_at, locked_at, error_message, created_at, updated_at)
-  SELECT a.tenant_id, x.id, a.id, x.commerce_user_id, x.resolution_status, x.resolution_strategy,
-    x.lock_reason, x.criterion_type, x.policy_name, x.policy_engine, x.policy_version,
+  SELECT a.tenant_id, ($23::uuid[])[x.position + 1], a.id, x.commerce_user_id, x.resolution_status,
+    x.resolution_strategy, x.lock_reason, x.criterion_type, x.policy_name, x.policy_engine, x.policy_version,
     x.resolved_at, x.locked_at, x.error_message, a.created_at, a.created_at
-  FROM a, jsonb_to_recordset($20) AS x(id uuid, commerce_user_id uuid, resolution_status text,
+  FROM a, jsonb_to_recordset($20) AS x(position int, commerce_user_id uuid, resolution_status text,
     resolution_strategy text, lock_reason text, criterion_type text, policy_name text, policy_engine text,
     policy_version text, resolved_at timestamptz, locked_at timestamptz, error_message text)
 ), v AS (
   INSERT INTO activity_attributes (tenant_id, id, activity_id, key, attribute_key_id, value,
     resolution_status, resolver_type, policy_name, policy_engine, policy_version, position, resolved_at,
     error_message, created_at, updated_at)
-  SELECT a.tenant_id, x.id, a.id, x.key, x.attribute_key_id, x.value, x.resolution_status,
-    x.resolver_type, x.policy_name, x.policy_engine, x.policy_version, x.position, x.resolved_at,
-    x.error_message, a.created_at, a.created_at
-  FROM a, jsonb_to_recordset($21) AS x(id uuid, key text, attribute_key_id uuid, value jsonb,
+  SELECT a.tenant_id, ($24::uuid[])[x.position + 1], a.id, x.key, x.attribute_key_id, x.value,
+    x.resolution_status, x.resolver_type, x.policy_name, x.policy_engine, x.policy_version, x.position,
+    x.resolved_at, x.error_message, a.created_at, a.created_at
+  FROM a, jsonb_to_recordset($21) AS x(key text, attribute_key_id uuid, value jsonb,
     resolution_status text, resolver_type text, policy_name text, policy_engine text,
     policy_version text, position int, resolved_at timestamptz, error_message text)
 ), e AS (
@@ -97,10 +97,12 @@ WITH a AS (
 SELECT id FROM a
 "#;
 
-/// A target user row as the create statement reads it from JSON.
+/// A target user row as the create statement reads it from JSON (its id
+/// comes from the `$23` array, by position, so the JSON is the same for any
+/// activity that decided the same).
 #[derive(Serialize)]
 struct TargetJson<'a> {
-    id: Uuid,
+    position: i32,
     commerce_user_id: Option<Uuid>,
     resolution_status: &'static str,
     resolution_strategy: &'static str,
@@ -115,10 +117,10 @@ struct TargetJson<'a> {
 }
 
 impl<'a> TargetJson<'a> {
-    fn new(id: Uuid, t: &'a TargetDecision, at: DateTime<Utc>) -> Self {
+    fn new(position: i32, t: &'a TargetDecision, at: DateTime<Utc>) -> Self {
         let decided = t.commerce_user_id.is_some().then_some(at);
         Self {
-            id,
+            position,
             commerce_user_id: t.commerce_user_id.map(|u| u.0),
             resolution_status: t.status.as_str(),
             resolution_strategy: t.strategy.as_str(),
@@ -134,10 +136,10 @@ impl<'a> TargetJson<'a> {
     }
 }
 
-/// An attribute row as the create statement reads it from JSON.
+/// An attribute row as the create statement reads it from JSON (its id
+/// comes from the `$24` array, by position).
 #[derive(Serialize)]
 struct AttributeJson<'a> {
-    id: Uuid,
     key: &'a str,
     attribute_key_id: Uuid,
     value: Option<&'a Value>,
@@ -152,9 +154,8 @@ struct AttributeJson<'a> {
 }
 
 impl<'a> AttributeJson<'a> {
-    fn new(id: Uuid, position: usize, a: &'a AttributeDecision, at: DateTime<Utc>) -> Self {
+    fn new(position: usize, a: &'a AttributeDecision, at: DateTime<Utc>) -> Self {
         Self {
-            id,
             key: &a.key,
             attribute_key_id: attribute_key_id(&a.key),
             value: a.value.as_ref(),
@@ -177,14 +178,9 @@ impl<'a> AttributeJson<'a> {
 pub async fn insert(pool: &PgPool, r: &NewRecord<'_>) -> Result<Inserted, sqlx::Error> {
     let a = r.activity;
     let res = r.resolution;
-    let targets = [TargetJson::new(r.target_user_id, &res.target, r.created_at)];
-    let attributes: Vec<AttributeJson<'_>> = res
-        .attributes
-        .iter()
-        .zip(r.attribute_ids)
-        .enumerate()
-        .map(|(pos, (attr, id))| AttributeJson::new(*id, pos, attr, r.created_at))
-        .collect();
+    let targets = [TargetJson::new(0, &res.target, r.created_at)];
+    let attributes: Vec<AttributeJson<'_>> =
+        res.attributes.iter().enumerate().map(|(pos, attr)| AttributeJson::new(pos, attr, r.created_at)).collect();
     let inserted: Option<Uuid> = sqlx::query_scalar(INSERT_ACTIVITY_SQL)
         .bind(r.tenant)
         .bind(r.id)
@@ -208,6 +204,8 @@ pub async fn insert(pool: &PgPool, r: &NewRecord<'_>) -> Result<Inserted, sqlx::
         .bind(Json(&targets))
         .bind(Json(&attributes))
         .bind(r.event_id)
+        .bind([r.target_user_id])
+        .bind(r.attribute_ids)
         .fetch_optional(pool)
         .await?;
     if inserted.is_some() {

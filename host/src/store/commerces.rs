@@ -10,84 +10,116 @@ use uuid::Uuid;
 use crate::domain::commerce::{
     Address, Commerce, CommercePatch, CommerceUser, HistoryEntry, SyncCommerce, SyncRequest, with_overall_history,
 };
-use crate::domain::{CommerceId, TenantId};
+use crate::domain::{ActivityId, CommerceId, TenantId};
 
 use super::Page;
 
-/// A commerce with everything resolution needs, plus the targeting history
-/// of its users, in one round trip. `None` when the tenant has no such
+/// The one read of a create: the activity already holding the idempotency
+/// key (if any), and the commerce with its addresses, users, contacts and the
+/// targeting history of its users. Kept as a constant so the load harness can
+/// replay exactly what the service sends.
+pub const LOAD_FOR_CREATE_SQL: &str = r#"
+SELECT
+  (SELECT x.id FROM activities x WHERE x.tenant_id = $1 AND x.idempotency_key = $3) AS existing,
+  c.id, c.external_id, c.name, c.tax_id, c.global_external_id, c.is_active, c.metadata,
+  COALESCE((
+    SELECT json_agg(json_build_object(
+      'address_alias', a.address_alias, 'street', a.street, 'street_number', a.street_number,
+      'unit', a.unit, 'city', a.city, 'commune', a.commune, 'region', a.region,
+      'country_code', a.country_code, 'formatted_address', a.formatted_address,
+      'latitude', a.latitude, 'longitude', a.longitude, 'is_primary', a.is_primary)
+      ORDER BY a.is_primary DESC, a.position)
+    FROM commerce_addresses a
+    WHERE a.tenant_id = c.tenant_id AND a.commerce_id = c.id AND a.is_active), '[]') AS addresses,
+  COALESCE((
+    SELECT json_agg(json_build_object(
+      'id', u.id, 'external_id', u.external_id, 'name', u.name, 'is_active', u.is_active,
+      'roles', u.roles,
+      'contacts', COALESCE((
+        SELECT json_agg(json_build_object('type', k.contact_type, 'value', k.value, 'is_primary', k.is_primary)
+          ORDER BY k.is_primary DESC, k.position)
+        FROM commerce_user_contacts k
+        WHERE k.tenant_id = u.tenant_id AND k.commerce_user_id = u.id AND k.is_active), '[]'))
+      ORDER BY u.position, u.created_at, u.id)
+    FROM commerce_users u
+    WHERE u.tenant_id = c.tenant_id AND u.commerce_id = c.id), '[]') AS users,
+  COALESCE((
+    SELECT json_agg(json_build_object(
+      'commerce_user_id', h.commerce_user_id, 'channel', h.channel,
+      'activity_id', h.activity_id, 'last_targeted_at', h.last_targeted_at))
+    FROM commerce_user_last_targets h
+    WHERE h.tenant_id = c.tenant_id AND h.commerce_id = c.id), '[]') AS history
+FROM (SELECT 1) AS one
+LEFT JOIN commerces c ON c.tenant_id = $1 AND c.id = $2
+"#;
+
+/// What a create (or a preview, or a retry) reads before resolving.
+#[derive(Debug)]
+pub struct ForCreate {
+    /// The activity that holds the idempotency key already, if any.
+    pub existing: Option<ActivityId>,
+    /// The commerce and its users' targeting history; `None` when the tenant
+    /// has no such commerce.
+    pub commerce: Option<(Commerce, Vec<HistoryEntry>)>,
+}
+
+/// Reads, in one round trip, whether `idempotency_key` is taken and the
+/// commerce with everything resolution needs. Without a key, only the
 /// commerce.
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant, commerce_id = %id))]
+pub async fn load_for_create(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: CommerceId,
+    idempotency_key: Option<&str>,
+) -> Result<ForCreate, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        existing: Option<ActivityId>,
+        id: Option<CommerceId>,
+        external_id: Option<String>,
+        name: Option<String>,
+        tax_id: Option<String>,
+        global_external_id: Option<String>,
+        is_active: Option<bool>,
+        metadata: Option<Json<Map<String, Value>>>,
+        addresses: Json<Vec<Address>>,
+        users: Json<Vec<CommerceUser>>,
+        history: Json<Vec<HistoryEntry>>,
+    }
+    let r = sqlx::query_as::<_, Row>(LOAD_FOR_CREATE_SQL)
+        .bind(tenant)
+        .bind(id)
+        .bind(idempotency_key)
+        .fetch_one(pool)
+        .await?;
+    let commerce = match (r.id, r.external_id, r.name) {
+        (Some(id), Some(external_id), Some(name)) => Some((
+            Commerce {
+                id,
+                external_id,
+                name,
+                tax_id: r.tax_id,
+                global_external_id: r.global_external_id,
+                is_active: r.is_active.unwrap_or(true),
+                metadata: r.metadata.map(|m| m.0).unwrap_or_default(),
+                addresses: r.addresses.0,
+                users: r.users.0,
+            },
+            with_overall_history(r.history.0),
+        )),
+        _ => None,
+    };
+    Ok(ForCreate { existing: r.existing, commerce })
+}
+
+/// The commerce with everything resolution needs (see [`load_for_create`]).
 pub async fn load_for_resolution(
     pool: &PgPool,
     tenant: TenantId,
     id: CommerceId,
 ) -> Result<Option<(Commerce, Vec<HistoryEntry>)>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        id: CommerceId,
-        external_id: String,
-        name: String,
-        tax_id: Option<String>,
-        global_external_id: Option<String>,
-        is_active: bool,
-        metadata: Json<Map<String, Value>>,
-        addresses: Json<Vec<Address>>,
-        users: Json<Vec<CommerceUser>>,
-        history: Json<Vec<HistoryEntry>>,
-    }
-    let row = sqlx::query_as::<_, Row>(
-        r#"
-        SELECT c.id, c.external_id, c.name, c.tax_id, c.global_external_id, c.is_active, c.metadata,
-          COALESCE((
-            SELECT json_agg(json_build_object(
-              'address_alias', a.address_alias, 'street', a.street, 'street_number', a.street_number,
-              'unit', a.unit, 'city', a.city, 'commune', a.commune, 'region', a.region,
-              'country_code', a.country_code, 'formatted_address', a.formatted_address,
-              'latitude', a.latitude, 'longitude', a.longitude, 'is_primary', a.is_primary)
-              ORDER BY a.is_primary DESC, a.position)
-            FROM commerce_addresses a
-            WHERE a.tenant_id = c.tenant_id AND a.commerce_id = c.id AND a.is_active), '[]') AS addresses,
-          COALESCE((
-            SELECT json_agg(json_build_object(
-              'id', u.id, 'external_id', u.external_id, 'name', u.name, 'is_active', u.is_active,
-              'roles', u.roles,
-              'contacts', COALESCE((
-                SELECT json_agg(json_build_object('type', k.contact_type, 'value', k.value, 'is_primary', k.is_primary)
-                  ORDER BY k.is_primary DESC, k.position)
-                FROM commerce_user_contacts k
-                WHERE k.tenant_id = u.tenant_id AND k.commerce_user_id = u.id AND k.is_active), '[]'))
-              ORDER BY u.position, u.created_at, u.id)
-            FROM commerce_users u
-            WHERE u.tenant_id = c.tenant_id AND u.commerce_id = c.id), '[]') AS users,
-          COALESCE((
-            SELECT json_agg(json_build_object(
-              'commerce_user_id', h.commerce_user_id, 'channel', h.channel,
-              'activity_id', h.activity_id, 'last_targeted_at', h.last_targeted_at))
-            FROM commerce_user_last_targets h
-            WHERE h.tenant_id = c.tenant_id AND h.commerce_id = c.id), '[]') AS history
-        FROM commerces c
-        WHERE c.tenant_id = $1 AND c.id = $2
-        "#,
-    )
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|r| {
-        let commerce = Commerce {
-            id: r.id,
-            external_id: r.external_id,
-            name: r.name,
-            tax_id: r.tax_id,
-            global_external_id: r.global_external_id,
-            is_active: r.is_active,
-            metadata: r.metadata.0,
-            addresses: r.addresses.0,
-            users: r.users.0,
-        };
-        (commerce, with_overall_history(r.history.0))
-    }))
+    Ok(load_for_create(pool, tenant, id, None).await?.commerce)
 }
 
 /// The outcome of a sync.
