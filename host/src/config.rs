@@ -139,6 +139,12 @@ pub struct ServeArgs {
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "RETEN_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Label policy metrics with the tenant id (switch off when tenants are
+    /// too many to count one by one).
+    #[arg(long, env = "RETEN_METRICS_TENANT_LABELS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics_tenant_labels: bool,
     /// Provision a demo tenant with commerces (once), then print a ready
     /// token and a curl line. Without a JWT key, a random secret is used for
     /// this run.
@@ -146,6 +152,39 @@ pub struct ServeArgs {
     pub demo: bool,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// Abuse limits.
+#[derive(Clone, Debug, Args)]
+pub struct LimitArgs {
+    /// The most bytes all request headers may take together (else 431).
+    #[arg(long, env = "RETEN_MAX_HEADER_BYTES", default_value_t = 16 << 10)]
+    pub max_header_bytes: usize,
+    /// The longest a request may take, in ms (else 503).
+    #[arg(long, env = "RETEN_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// The most requests served at once (else 503).
+    #[arg(long, env = "RETEN_MAX_IN_FLIGHT", default_value_t = 1_024)]
+    pub max_in_flight: usize,
+    /// Sustained requests per second per tenant (else 429); 0 disables it.
+    #[arg(long, env = "RETEN_TENANT_RATE_LIMIT", default_value_t = 1_000.0)]
+    pub tenant_rate_limit: f64,
+    /// Requests a tenant may send at once above its rate.
+    #[arg(long, env = "RETEN_TENANT_BURST", default_value_t = 2_000.0)]
+    pub tenant_burst: f64,
+}
+
+impl LimitArgs {
+    /// The limiter's settings.
+    pub fn settings(&self) -> crate::api::limits::LimitSettings {
+        crate::api::limits::LimitSettings {
+            max_header_bytes: self.max_header_bytes,
+            request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
+            max_in_flight: self.max_in_flight.max(1),
+            tenant_rate: self.tenant_rate_limit.max(0.0),
+            tenant_burst: self.tenant_burst.max(1.0),
+        }
+    }
 }
 
 /// How logs are written.

@@ -16,6 +16,7 @@ pub mod api;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod metrics;
 pub mod policy;
 pub mod resolve;
 pub mod startup;

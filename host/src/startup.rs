@@ -30,6 +30,7 @@ impl App {
     /// Creates the database if needed, migrates it, loads the policies and
     /// binds the listener.
     pub async fn build(args: &ServeArgs) -> anyhow::Result<Self> {
+        crate::metrics::METRICS.set_tenant_labels(args.metrics_tenant_labels);
         let mut jwt = args.jwt.settings()?;
         if args.demo && jwt.secret.is_none() && jwt.public_key_pem.is_none() {
             tracing::warn!("demo mode without RETEN_JWT_SECRET: using a random secret; tokens end with this process");
@@ -64,7 +65,14 @@ impl App {
         } else {
             None
         };
-        let state = AppState { pool, registry, auth, tenants: Default::default(), api_keys: Default::default() };
+        let state = AppState {
+            pool,
+            registry,
+            auth,
+            tenants: Default::default(),
+            api_keys: Default::default(),
+            limits: Arc::new(crate::api::limits::Limiter::new(args.limits.settings())),
+        };
         Ok(Self {
             demo_banner,
             listener,

@@ -300,6 +300,7 @@ impl<P: RequiredPermission + Send + Sync> FromRequestParts<AppState> for Tenant<
         if !state.tenants.exists(&state.pool, tenant_id).await? {
             return Err(ApiError::not_found("tenant", tenant_id));
         }
+        state.limits.admit(tenant_id)?;
         Ok(Tenant(TenantContext { tenant_id, caller }, PhantomData))
     }
 }

@@ -46,6 +46,12 @@ pub enum ApiError {
     /// policy that does not compile).
     #[error("{detail}")]
     Unprocessable { detail: String, errors: Vec<FieldError> },
+    /// 429 with `Retry-After`: the tenant exceeds its request rate.
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after_secs: u32 },
+    /// 431: the request headers are too large.
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// 503 with `Retry-After`: a dependency (Postgres) is down or saturated.
     #[error("{0}")]
     Unavailable(String),
@@ -85,6 +91,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -103,6 +111,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::Unprocessable { .. } => "unprocessable",
+            ApiError::TooManyRequests { .. } => "too-many-requests",
+            ApiError::HeadersTooLarge(_) => "headers-too-large",
             ApiError::Unavailable(_) => "service-unavailable",
             ApiError::Internal(_) => "internal-error",
         }
@@ -186,12 +196,17 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{err:#}"), "internal error");
         }
         let status = self.status();
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after_secs, .. } => Some(*retry_after_secs),
+            ApiError::Unavailable(_) => Some(RETRY_AFTER_SECS),
+            _ => None,
+        };
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

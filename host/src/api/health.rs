@@ -14,7 +14,7 @@ use super::AppState;
 
 /// The health routes.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::default().routes(routes!(healthz)).routes(routes!(readyz))
+    OpenApiRouter::default().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(metrics))
 }
 
 /// The answer of `/healthz`.
@@ -103,4 +103,24 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) 
         },
     };
     (status, Json(body))
+}
+
+/// Prometheus metrics.
+///
+/// Requests per route and status, policy calls per tenant, policy and engine
+/// (with failures by reason), reloads, activities created by status, and the
+/// database pool, in the Prometheus text format. No credentials: expose it to
+/// your scraper, not to the internet.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "health",
+    responses((status = 200, description = "The metrics, in the Prometheus text format.", body = String,
+        content_type = "text/plain; version=0.0.4",
+        example = json!("# TYPE reten_http_requests_total counter\nreten_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1\n")))
+)]
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    let body = crate::metrics::METRICS.render(&state.pool);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

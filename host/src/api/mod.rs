@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod lifecycle;
+pub mod limits;
 pub mod openapi;
 pub mod policies;
 pub mod tenants;
@@ -39,6 +40,7 @@ pub struct AppState {
     pub auth: Arc<auth::Authenticator>,
     pub tenants: Arc<auth::TenantCache>,
     pub api_keys: Arc<api_keys::ApiKeys>,
+    pub limits: Arc<limits::Limiter>,
 }
 
 /// Every route, each with its OpenAPI operation.
@@ -57,17 +59,22 @@ fn routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the whole API, as `GET /openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().into_openapi()
+    let mut document = routes().into_openapi();
+    openapi::add_guard_responses(&mut document);
+    document
 }
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    let (routes, document) = routes().split_for_parts();
+    let (routes, mut document) = routes().split_for_parts();
+    openapi::add_guard_responses(&mut document);
+    let guard = axum::middleware::from_fn_with_state(state.clone(), limits::guard);
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(openapi::Served::new(&document)))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(guard)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {

@@ -67,6 +67,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
             PayloadTooLarge,
             UnsupportedMediaType,
             Unprocessable,
+            TooManyRequests,
+            HeadersTooLarge,
             Unavailable
         )
     ),
@@ -314,6 +316,69 @@ impl Served {
 /// The route of this document.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::default().routes(routes!(openapi_json))
+}
+
+problem_response!(
+    /// 429: the tenant exceeds its request rate.
+    TooManyRequests => problem(
+        "The tenant exceeds its request rate; retry after `Retry-After` seconds.",
+        vec![(
+            "rate-limited",
+            ApiError::TooManyRequests {
+                detail: "tenant 3fa85f64-5717-4562-b3fc-2c963f66afa6 exceeds its 1000 requests per second".into(),
+                retry_after_secs: 1,
+            },
+        )],
+    )
+    .header(
+        "Retry-After",
+        HeaderBuilder::new().schema(u32::schema()).description(Some("Seconds to wait.")).build(),
+    )
+);
+
+problem_response!(
+    /// 431: the request headers are too large.
+    HeadersTooLarge => problem(
+        "The request headers together exceed the limit (16 KiB by default).",
+        vec![(
+            "headers-too-large",
+            ApiError::HeadersTooLarge("the request headers take 20480 bytes; at most 16384 are allowed".into()),
+        )],
+    )
+);
+
+/// Declares the answers the request guard ([`super::limits`]) may give on
+/// any operation, so each operation lists every status it can return: 431
+/// everywhere; 503 (at capacity, or past the request deadline) everywhere
+/// but health, readiness and metrics; 429 on every tenant route.
+pub fn add_guard_responses(doc: &mut Document) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let exempt = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+            &mut item.trace,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let responses = &mut op.responses.responses;
+            let refer = |name: &str| RefOr::Ref(Ref::from_response_name(name));
+            responses.entry("431".into()).or_insert_with(|| refer("HeadersTooLarge"));
+            if !exempt {
+                responses.entry("503".into()).or_insert_with(|| refer("Unavailable"));
+            }
+            let tenant_route = op.parameters.iter().flatten().any(|p| p.name == super::auth::TENANT_HEADER);
+            if tenant_route {
+                responses.entry("429".into()).or_insert_with(|| refer("TooManyRequests"));
+            }
+        }
+    }
 }
 
 /// The OpenAPI 3.1 document of this API.

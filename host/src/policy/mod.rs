@@ -238,7 +238,13 @@ impl Policy {
                 Ok(candidates)
             }
         });
+        self.record(input, started.elapsed(), result.as_ref().err());
         Call { result, duration: started.elapsed() }
+    }
+
+    fn record(&self, input: &PreparedInput, elapsed: Duration, failure: Option<&PolicyFailure>) {
+        let tenant = input.base.tenant_id.to_string();
+        crate::metrics::METRICS.policy_call(&tenant, &self.name, self.engine, elapsed, failure);
     }
 
     /// Runs an attribute resolver: `Some(value)`, or `None` for "nothing".
@@ -255,6 +261,7 @@ impl Policy {
             Compiled::Wasm(p) => p.resolve_attribute(input, config, limits).await,
         }
         .and_then(|value| check_output_size(value, limits));
+        self.record(input, started.elapsed(), result.as_ref().err());
         Call { result, duration: started.elapsed() }
     }
 

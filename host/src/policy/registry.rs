@@ -203,14 +203,18 @@ impl Registry {
             == fingerprint(&current.global, &current.tenants, &current.folder_errors);
         if unchanged && !force {
             // Nothing to publish: readers keep the same state and generation.
+            crate::metrics::METRICS.reloads.with_label_values(&["unchanged"]).inc();
             return current.generation;
         }
+        crate::metrics::METRICS.reloads.with_label_values(&["published"]).inc();
         let generation = current.generation + 1;
         let state = build_state(generation, global, tenants, folder_errors, &self.options.limits);
         let known: BTreeSet<(&str, &str)> = current.errors().map(|e| (e.path.as_str(), e.message.as_str())).collect();
         for error in state.errors() {
             if !known.contains(&(error.path.as_str(), error.message.as_str())) {
                 self.load_errors.fetch_add(1, Ordering::Relaxed);
+                let layer = if error.path.starts_with("global/") { "global" } else { "tenant" };
+                crate::metrics::METRICS.load_errors.with_label_values(&[layer]).inc();
                 tracing::warn!(path = %error.path, line = ?error.line, column = ?error.column, "policy load error: {}", error.message);
             }
         }

@@ -181,6 +181,7 @@ pub async fn insert(pool: &PgPool, r: &NewRecord<'_>) -> Result<Inserted, sqlx::
     let targets = [TargetJson::new(0, &res.target, r.created_at)];
     let attributes: Vec<AttributeJson<'_>> =
         res.attributes.iter().enumerate().map(|(pos, attr)| AttributeJson::new(pos, attr, r.created_at)).collect();
+    let mut conn = crate::metrics::acquire(pool).await?;
     let inserted: Option<Uuid> = sqlx::query_scalar(INSERT_ACTIVITY_SQL)
         .bind(r.tenant)
         .bind(r.id)
@@ -206,8 +207,9 @@ pub async fn insert(pool: &PgPool, r: &NewRecord<'_>) -> Result<Inserted, sqlx::
         .bind(r.event_id)
         .bind([r.target_user_id])
         .bind(r.attribute_ids)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await?;
+    drop(conn);
     if inserted.is_some() {
         return Ok(Inserted::Created);
     }

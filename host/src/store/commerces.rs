@@ -87,11 +87,12 @@ pub async fn load_for_create(
         users: Json<Vec<CommerceUser>>,
         history: Json<Vec<HistoryEntry>>,
     }
+    let mut conn = crate::metrics::acquire(pool).await?;
     let r = sqlx::query_as::<_, Row>(LOAD_FOR_CREATE_SQL)
         .bind(tenant)
         .bind(id)
         .bind(idempotency_key)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
     let commerce = match (r.id, r.external_id, r.name) {
         (Some(id), Some(external_id), Some(name)) => Some((

@@ -13,6 +13,7 @@ mod commerces;
 mod config_views;
 mod demo;
 mod lifecycle;
+mod limits;
 mod openapi;
 mod policy_admin;
 mod preview;

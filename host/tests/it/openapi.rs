@@ -46,6 +46,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/global-policies/{kind}/{file}"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("GET", "/metrics"),
     ("GET", "/openapi.json"),
 ];
 

@@ -83,6 +83,15 @@ impl TestApp {
         Self::with_policies(pool, policies).await
     }
 
+    /// An app over `pool` with a copy of the repository's policies and these
+    /// request limits.
+    pub async fn with_limits(pool: PgPool, limits: reten_host::api::limits::LimitSettings) -> Self {
+        let mut app = Self::new(pool).await;
+        app.state.limits = Arc::new(reten_host::api::limits::Limiter::new(limits));
+        app.router = api::router(app.state.clone());
+        app
+    }
+
     /// An app over `pool` with the given policies directory.
     pub async fn with_policies(pool: PgPool, policies: TempDir) -> Self {
         let registry = Registry::load(policies.path(), RegistryOptions::default()).unwrap();
@@ -93,6 +102,7 @@ impl TestApp {
             auth: Arc::new(auth),
             tenants: Default::default(),
             api_keys: Default::default(),
+            limits: Default::default(),
         };
         Self { router: api::router(state.clone()), state, pool, policies }
     }
