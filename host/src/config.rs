@@ -130,6 +130,10 @@ pub struct ServeArgs {
     /// The policies directory.
     #[arg(long, env = "RETEN_POLICIES_DIR", default_value = "policies")]
     pub policies_dir: PathBuf,
+    /// A private folder where compiled Wasm policies are kept across restarts
+    /// (a warm start skips compiling them). Only this service may write it.
+    #[arg(long, env = "RETEN_WASM_CACHE_DIR")]
+    pub wasm_cache_dir: Option<PathBuf>,
     /// Policy file events closer together than this are handled as one, in ms.
     #[arg(long, env = "RETEN_POLICY_DEBOUNCE_MS", default_value_t = 100)]
     pub policy_debounce_ms: u64,

@@ -41,7 +41,8 @@ impl App {
         let pool = store::connect(&args.database.database_url, &args.database.pool()).await?;
         store::migrate(&pool).await?;
         let policies_dir = args.policies_dir.clone();
-        let registry = tokio::task::spawn_blocking(move || Registry::load(&policies_dir, RegistryOptions::default()))
+        let options = RegistryOptions { wasm_cache_dir: args.wasm_cache_dir.clone(), ..RegistryOptions::default() };
+        let registry = tokio::task::spawn_blocking(move || Registry::load(&policies_dir, options))
             .await
             .context("the policy loader panicked")??;
         let registry = Arc::new(registry);

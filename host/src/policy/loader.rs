@@ -190,7 +190,13 @@ pub struct Engines {
 impl Engines {
     /// Builds both engines.
     pub fn new() -> anyhow::Result<Self> {
-        Ok(Self { rhai: Arc::new(RhaiEngine::new()), wasm: WasmEngine::new()? })
+        Self::with_wasm_cache(None)
+    }
+
+    /// Builds both engines, the Wasm one keeping compiled components in
+    /// `cache_dir` across restarts.
+    pub fn with_wasm_cache(cache_dir: Option<std::path::PathBuf>) -> anyhow::Result<Self> {
+        Ok(Self { rhai: Arc::new(RhaiEngine::new()), wasm: WasmEngine::with_cache(cache_dir)? })
     }
 }
 

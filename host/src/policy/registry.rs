@@ -55,6 +55,8 @@ impl RegistryState {
 pub struct RegistryOptions {
     /// The platform's default limits, before `defaults.toml` and `tenant.toml`.
     pub limits: Limits,
+    /// Where compiled Wasm components are kept across restarts, if anywhere.
+    pub wasm_cache_dir: Option<PathBuf>,
 }
 
 /// The policy registry.
@@ -82,7 +84,7 @@ impl Registry {
     pub fn load(root: &Path, options: RegistryOptions) -> anyhow::Result<Self> {
         let root = fs::canonicalize(root)
             .with_context(|| format!("the policies directory {} does not exist", root.display()))?;
-        let engines = Engines::new()?;
+        let engines = Engines::with_wasm_cache(options.wasm_cache_dir.clone())?;
         let cache = CompileCache::default();
         let empty = Arc::new(Layer::empty(Scope::Global));
         let state = build_state(0, Arc::clone(&empty), BTreeMap::new(), Vec::new(), &options.limits);

@@ -8,6 +8,8 @@
 //! hand back. Calls are async: a long-running policy yields to the executor
 //! at every epoch tick, so it never stalls the other requests of its thread.
 
+use std::hash::{Hash as _, Hasher as _};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -64,11 +66,24 @@ pub struct WasmEngine {
     engine: Engine,
     linker: Linker<CallState>,
     slots: Semaphore,
+    /// Where compiled components are kept across restarts, if anywhere.
+    cache_dir: Option<PathBuf>,
+    cache_hits: std::sync::atomic::AtomicU64,
 }
 
 impl WasmEngine {
-    /// Builds the engine and starts its epoch ticker.
+    /// Builds the engine, without an on-disk cache.
     pub fn new() -> anyhow::Result<Arc<Self>> {
+        Self::with_cache(None)
+    }
+
+    /// Builds the engine and starts its epoch ticker. With `cache_dir`,
+    /// compiled components are kept there across restarts (see
+    /// [`WasmEngine::compile`]); the folder is created private (0700).
+    pub fn with_cache(cache_dir: Option<PathBuf>) -> anyhow::Result<Arc<Self>> {
+        if let Some(dir) = &cache_dir {
+            create_private_dir(dir)?;
+        }
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_SLOTS)
             .total_core_instances(POOL_SLOTS * 2)
@@ -101,7 +116,13 @@ impl WasmEngine {
             }
         })?;
         let linker = Linker::new(&engine);
-        Ok(Arc::new(Self { engine, linker, slots: Semaphore::new(POOL_SLOTS as usize) }))
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            slots: Semaphore::new(POOL_SLOTS as usize),
+            cache_dir,
+            cache_hits: Default::default(),
+        }))
     }
 
     /// Compiles a component, refuses any import beyond the contract, and
@@ -112,8 +133,7 @@ impl WasmEngine {
                         wrap it with `reten-componentize` (see plugins/README.md)"
                 .into());
         }
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| format!("not a valid component: {}", root_cause(&e)))?;
+        let component = self.component(bytes)?;
         check_imports(&self.engine, &component)?;
         let pre = self
             .linker
@@ -131,6 +151,69 @@ impl WasmEngine {
         };
         Ok(WasmPolicy { engine: Arc::clone(self), world })
     }
+}
+
+impl WasmEngine {
+    /// How many components were loaded from the on-disk cache.
+    pub fn cache_hits(&self) -> u64 {
+        self.cache_hits.load(Ordering::Relaxed)
+    }
+
+    /// Compiles the bytes, or loads what an earlier run compiled from them.
+    ///
+    /// A cached artifact is named after the sha256 of the component's bytes
+    /// and this engine's compatibility hash (wasmtime version and settings),
+    /// so a change of either compiles afresh.
+    fn component(&self, bytes: &[u8]) -> Result<Component, String> {
+        let compile =
+            || Component::new(&self.engine, bytes).map_err(|e| format!("not a valid component: {}", root_cause(&e)));
+        let Some(dir) = &self.cache_dir else { return compile() };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        let path = dir.join(format!("{}-{:016x}.cwasm", super::loader::sha256_hex(bytes), hasher.finish()));
+        if path.is_file() {
+            // SAFETY: `deserialize_file` runs the artifact's native code
+            // unchecked, so it must come from this engine: only this process
+            // writes the cache folder, which it created 0700, under a name
+            // derived from the source bytes' sha256 and the engine's
+            // compatibility hash. An artifact that fails to load is
+            // recompiled and replaced.
+            #[allow(unsafe_code)]
+            let cached = unsafe { Component::deserialize_file(&self.engine, &path) };
+            match cached {
+                Ok(component) => {
+                    self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(component);
+                }
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding a bad cached component"),
+            }
+        }
+        let component = compile()?;
+        if let Ok(artifact) = component.serialize() {
+            let tmp = dir.join(format!(
+                ".{}.tmp-{}",
+                path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+                uuid::Uuid::new_v4()
+            ));
+            let written = std::fs::write(&tmp, artifact).and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::warn!(dir = %dir.display(), error = %e, "could not cache a compiled component");
+            }
+        }
+        Ok(component)
+    }
+}
+
+/// Creates a folder only this user can read or write.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 /// Accepts only type imports and the type-only contract interface.
@@ -457,5 +540,47 @@ pub mod convert {
             Channel::Sms => wit::Channel::Sms,
             Channel::Push => wit::Channel::Push,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist").join(format!("{name}.wasm"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run plugins/build.sh", path.display()))
+    }
+
+    #[test]
+    fn a_second_engine_loads_the_compiled_component_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let bytes = plugin("test_pick_owner");
+        let first = WasmEngine::with_cache(Some(cache.clone())).unwrap();
+        first.compile(&bytes, PolicyKind::Criterion).unwrap();
+        assert_eq!(first.cache_hits(), 0);
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1, "one artifact written");
+        let second = WasmEngine::with_cache(Some(cache.clone())).unwrap();
+        second.compile(&bytes, PolicyKind::Criterion).unwrap();
+        assert_eq!(second.cache_hits(), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777, 0o700);
+        }
+    }
+
+    #[test]
+    fn a_corrupt_cached_artifact_is_recompiled() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = plugin("test_pick_owner");
+        WasmEngine::with_cache(Some(dir.path().to_owned())).unwrap().compile(&bytes, PolicyKind::Criterion).unwrap();
+        let artifact = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        std::fs::write(&artifact, b"not an artifact").unwrap();
+        let engine = WasmEngine::with_cache(Some(dir.path().to_owned())).unwrap();
+        engine.compile(&bytes, PolicyKind::Criterion).unwrap();
+        assert_eq!(engine.cache_hits(), 0);
+        assert!(std::fs::read(&artifact).unwrap().len() > 1_000, "the artifact was rewritten");
     }
 }
