@@ -39,7 +39,7 @@ pub async fn provision(pool: &PgPool) -> anyhow::Result<Demo> {
             .await
             .context("failed to create the demo tenant (is the slug reten-demo taken?)")?;
         let request: SyncRequest = serde_json::from_str(COMMERCES).context("examples/demo/commerces.json")?;
-        store::commerces::sync(pool, DEMO_TENANT, &request).await.context("failed to create the demo commerces")?;
+        store::commerce_sync::sync(pool, DEMO_TENANT, &request).await.context("failed to create the demo commerces")?;
     }
     let filter = store::commerces::CommerceFilter { external_id: Some(DEMO_COMMERCE.into()), ..Default::default() };
     let (rows, _) = store::commerces::list(pool, DEMO_TENANT, &filter, store::Page { page: 1, per_page: 1 }).await?;

@@ -20,7 +20,8 @@ use super::openapi::{
 use super::{ApiError, AppState};
 use crate::domain::commerce::{CommercePatch, SyncRequest};
 use crate::domain::{CommerceId, ContactType, UserRole};
-use crate::store::commerces::{self as store, CommerceDetail, CommerceFilter, CommerceRow, PatchError, SyncError};
+use crate::store::commerce_sync::{self, SyncError};
+use crate::store::commerces::{self as store, CommerceDetail, CommerceFilter, CommerceRow, PatchError};
 
 /// The commerce routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -80,7 +81,7 @@ async fn sync(
     TypedBody(req): TypedBody<SyncRequest>,
 ) -> Result<(StatusCode, Json<SyncResult>), ApiError> {
     req.validate().map_err(ApiError::Validation)?;
-    let counts = store::sync(&state.pool, ctx.tenant_id, &req).await.map_err(|e| match e {
+    let counts = commerce_sync::sync(&state.pool, ctx.tenant_id, &req).await.map_err(|e| match e {
         SyncError::TaxIdTaken { .. } => ApiError::Conflict { detail: e.to_string(), activity_id: None },
         SyncError::Db(db) => db.into(),
     })?;

@@ -91,7 +91,7 @@ impl PreparedInput {
 
     /// The input as the WIT record, with `config` for this call.
     pub fn wasm(&self, config: &Map<String, Value>) -> super::wasm_engine::bindings::types::PolicyInput {
-        let mut input = self.wasm.get_or_init(|| super::wasm_engine::convert::base(&self.base)).clone();
+        let mut input = self.wasm.get_or_init(|| super::wasm_convert::base(&self.base)).clone();
         input.config = serde_json::to_string(config).unwrap_or_else(|_| "{}".into());
         input
     }

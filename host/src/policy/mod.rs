@@ -18,6 +18,7 @@ pub mod loader;
 pub mod registry;
 pub mod rhai_engine;
 pub mod snapshot;
+pub mod wasm_convert;
 pub mod wasm_engine;
 pub mod watcher;
 

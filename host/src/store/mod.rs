@@ -6,6 +6,7 @@
 
 pub mod activities;
 pub mod api_keys;
+pub mod commerce_sync;
 pub mod commerces;
 pub mod tenants;
 pub mod transitions;
