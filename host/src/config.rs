@@ -95,6 +95,10 @@ pub struct JwtArgs {
     /// When set, tokens must carry this `aud`.
     #[arg(long, env = "RETEN_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// A static bearer token (at least 32 bytes) that may read /metrics, for a
+    /// scraper; without it, only a SUPER_ADMIN token may.
+    #[arg(long, env = "RETEN_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 impl JwtArgs {
@@ -113,6 +117,7 @@ impl JwtArgs {
             public_key_pem,
             issuer: self.jwt_issuer.clone(),
             audience: self.jwt_audience.clone(),
+            metrics_token: self.metrics_token.clone(),
         })
     }
 }

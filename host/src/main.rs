@@ -62,7 +62,7 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
         nbf: None,
         iat: Some(now),
         iss: settings.issuer,
-        aud: settings.audience,
+        aud: settings.audience.map(serde_json::Value::String),
         tenant_ids: args.tenants.clone(),
         roles: args.roles.clone(),
         permissions: args.permissions.clone(),

@@ -13,6 +13,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{ApiError, AppState};
@@ -35,7 +36,8 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    /// A string or an array of strings (RFC 7519).
+    pub aud: Option<serde_json::Value>,
     /// The tenants the token may act for. Required (it may be empty).
     pub tenant_ids: Vec<Uuid>,
     #[serde(default)]
@@ -53,6 +55,8 @@ pub struct JwtSettings {
     pub public_key_pem: Option<String>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
+    /// A static bearer token that may read `/metrics` (for a scraper).
+    pub metrics_token: Option<String>,
 }
 
 /// Verifies tokens.
@@ -61,6 +65,8 @@ pub struct Authenticator {
     public: Option<(DecodingKey, Algorithm)>,
     issuer: Option<String>,
     audience: Option<String>,
+    /// The SHA-256 of the metrics token, so a comparison leaks nothing.
+    metrics_token_hash: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -93,7 +99,26 @@ impl Authenticator {
                  or RETEN_JWT_PUBLIC_KEY (PEM, RS256/ES256)"
             );
         }
-        Ok(Self { hs256, public, issuer: settings.issuer.clone(), audience: settings.audience.clone() })
+        let metrics_token_hash = match &settings.metrics_token {
+            Some(t) if t.len() < MIN_SECRET_BYTES => {
+                anyhow::bail!("RETEN_METRICS_TOKEN must be at least {MIN_SECRET_BYTES} bytes long")
+            }
+            Some(t) => Some(Sha256::digest(t.as_bytes()).into()),
+            None => None,
+        };
+        Ok(Self {
+            hs256,
+            public,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            metrics_token_hash,
+        })
+    }
+
+    /// Whether `token` is the configured metrics token (compared by hash).
+    pub fn is_metrics_token(&self, token: &str) -> bool {
+        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.metrics_token_hash.is_some_and(|h| h == presented)
     }
 
     /// Verifies a bearer token and returns its caller.
@@ -113,7 +138,16 @@ impl Authenticator {
         let mut validation = Validation::new(alg);
         validation.leeway = 30;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience must be present, not just right
+        // when present.
+        let mut required = vec!["exp", "sub"];
+        if self.issuer.is_some() {
+            required.push("iss");
+        }
+        if self.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         match &self.issuer {
             Some(iss) => validation.set_issuer(&[iss]),
             None => validation.iss = None,
@@ -333,6 +367,32 @@ impl FromRequestParts<AppState> for SuperAdmin {
             return Err(ApiError::Forbidden("only a SUPER_ADMIN may list or change the global policies".into()));
         }
         Ok(SuperAdmin(caller))
+    }
+}
+
+/// A caller who may read `/metrics`: the scraper's static token
+/// (`RETEN_METRICS_TOKEN`) or a SUPER_ADMIN. Metrics name every tenant, so
+/// nobody else may.
+#[derive(Debug)]
+pub struct MetricsReader;
+
+impl FromRequestParts<AppState> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let bearer = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if bearer.is_some_and(|t| state.auth.is_metrics_token(t.trim())) {
+            return Ok(MetricsReader);
+        }
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if !caller.super_admin {
+            return Err(ApiError::Forbidden("only the metrics token or a SUPER_ADMIN may read the metrics".into()));
+        }
+        Ok(MetricsReader)
     }
 }
 

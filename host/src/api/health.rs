@@ -109,18 +109,26 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) 
 ///
 /// Requests per route and status, policy calls per tenant, policy and engine
 /// (with failures by reason), reloads, activities created by status, and the
-/// database pool, in the Prometheus text format. No credentials: expose it to
-/// your scraper, not to the internet.
+/// database pool, in the Prometheus text format. Metrics name every tenant, so
+/// only the scraper's static token (`RETEN_METRICS_TOKEN`, as a bearer token)
+/// or a SUPER_ADMIN may read them.
 #[utoipa::path(
     get,
     path = "/metrics",
     operation_id = "metrics",
     tag = "health",
-    responses((status = 200, description = "The metrics, in the Prometheus text format.", body = String,
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 200, description = "The metrics, in the Prometheus text format.", body = String,
         content_type = "text/plain; version=0.0.4",
         example = json!("# TYPE reten_http_requests_total counter\nreten_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1\n")))
 )]
-async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+async fn metrics(
+    _reader: super::auth::MetricsReader,
+    State(state): State<AppState>,
+) -> impl axum::response::IntoResponse {
     let body = crate::metrics::METRICS.render(&state.pool);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -65,7 +65,9 @@ pub struct PolicyListing {
     /// The registry generation this listing reflects.
     pub generation: u64,
     /// Load errors recorded since start-up, all tenants included.
-    pub load_errors_total: u64,
+    /// Load errors recorded since start-up, all layers included (in the
+    /// global listing only: a tenant sees its own `errors`).
+    pub load_errors_total: Option<u64>,
     pub policies: Vec<PolicyView>,
     pub configs: Vec<ConfigView>,
     /// Every file of these layers that failed its last load.
@@ -163,7 +165,7 @@ fn listing(state: &RegistryState, load_errors_total: u64, scope: Scope) -> Polic
             Scope::Global => None,
         },
         generation: state.generation,
-        load_errors_total,
+        load_errors_total: (scope == Scope::Global).then_some(load_errors_total),
         policies,
         configs,
         errors: errors.into_iter().cloned().collect(),

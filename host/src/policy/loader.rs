@@ -390,6 +390,7 @@ fn load_policy(
         path: rel_path.to_owned(),
         loaded_at: now,
         compiled,
+        average_us: Default::default(),
     }))
 }
 

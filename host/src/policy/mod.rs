@@ -25,6 +25,7 @@ pub mod watcher;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -124,7 +125,15 @@ pub struct Policy {
     pub path: PathBuf,
     pub loaded_at: DateTime<Utc>,
     compiled: Compiled,
+    /// A running average of this policy's call time, in µs: a Rhai policy
+    /// that runs long is moved off the async workers (see [`Policy::run_rhai`]).
+    average_us: AtomicU64,
 }
+
+/// A Rhai policy whose calls average more than this runs on the blocking
+/// pool: a Rhai call cannot yield, and it must not hold an async worker that
+/// other requests need.
+const OFFLOAD_AFTER_US: u64 = 1_000;
 
 impl fmt::Debug for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -226,7 +235,10 @@ impl Policy {
         debug_assert_eq!(self.kind, PolicyKind::Criterion);
         let started = Instant::now();
         let result = match &self.compiled {
-            Compiled::Rhai(p) => p.resolve_criterion(input, config, limits),
+            Compiled::Rhai(p) => self
+                .run_rhai(p, input, config, limits)
+                .await
+                .and_then(|out| rhai_engine::RhaiPolicy::criterion_output(out, limits)),
             Compiled::Wasm(p) => p.resolve_criterion(input, config, limits).await,
         }
         .and_then(|candidates| {
@@ -243,7 +255,31 @@ impl Policy {
         Call { result, duration: started.elapsed() }
     }
 
+    /// Runs a Rhai call: inline while the policy is quick (a few µs, less
+    /// than a thread hand-off), on the blocking pool once its calls average
+    /// over [`OFFLOAD_AFTER_US`], so a slow script cannot stall the requests
+    /// that share its async worker.
+    async fn run_rhai(
+        &self,
+        policy: &Arc<rhai_engine::RhaiPolicy>,
+        input: &PreparedInput,
+        config: &Map<String, Value>,
+        limits: &Limits,
+    ) -> Result<rhai::Dynamic, PolicyFailure> {
+        let arg = policy.argument(input, config)?;
+        if self.average_us.load(Ordering::Relaxed) < OFFLOAD_AFTER_US {
+            return policy.run(arg, limits);
+        }
+        let (policy, limits) = (Arc::clone(policy), *limits);
+        tokio::task::spawn_blocking(move || policy.run(arg, &limits))
+            .await
+            .unwrap_or_else(|_| Err(PolicyFailure::new(FailureKind::Trap, "the script's thread panicked")))
+    }
+
     fn record(&self, input: &PreparedInput, elapsed: Duration, failure: Option<&PolicyFailure>) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let average = self.average_us.load(Ordering::Relaxed);
+        self.average_us.store(average - average / 8 + us / 8, Ordering::Relaxed);
         let tenant = input.base.tenant_id.to_string();
         crate::metrics::METRICS.policy_call(&tenant, &self.name, self.engine, elapsed, failure);
     }
@@ -258,7 +294,9 @@ impl Policy {
         debug_assert_eq!(self.kind, PolicyKind::Attribute);
         let started = Instant::now();
         let result = match &self.compiled {
-            Compiled::Rhai(p) => p.resolve_attribute(input, config, limits),
+            Compiled::Rhai(p) => {
+                self.run_rhai(p, input, config, limits).await.and_then(rhai_engine::RhaiPolicy::attribute_output)
+            }
             Compiled::Wasm(p) => p.resolve_attribute(input, config, limits).await,
         }
         .and_then(|value| check_output_size(value, limits));
@@ -292,4 +330,68 @@ pub struct PolicyRef {
     pub name: String,
     pub engine: EngineKind,
     pub version: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::registry::RegistryOptions;
+    use super::*;
+    use crate::domain::commerce::Commerce;
+    use crate::domain::{ActivityType, Channel, CommerceId, TenantId};
+    use crate::policy::input::{ActivityInput, BaseInput};
+
+    fn input() -> PreparedInput {
+        let commerce = Commerce {
+            id: CommerceId::new(),
+            external_id: "c".into(),
+            name: "n".into(),
+            tax_id: None,
+            global_external_id: None,
+            is_active: true,
+            metadata: Map::new(),
+            addresses: Vec::new(),
+            users: Vec::new(),
+        };
+        PreparedInput::new(BaseInput {
+            tenant_id: TenantId::new(),
+            activity: ActivityInput {
+                activity_type: ActivityType::Task,
+                channel: Channel::Salesman,
+                reason: "r".into(),
+                score: None,
+                user_status: None,
+                assignment_reason: None,
+                scheduled_at: "2025-01-16T09:00:00.000Z".into(),
+                suggested_execution_time: None,
+            },
+            commerce: Arc::new(commerce),
+            history: Vec::new(),
+        })
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_rhai_policy_moves_off_the_async_worker_so_other_tasks_run_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("global/criteria")).unwrap();
+        std::fs::write(dir.path().join("global/criteria/spin.rhai"), "fn resolve(input) { loop {} }").unwrap();
+        let registry = Registry::load(dir.path(), RegistryOptions::default()).unwrap();
+        let snapshot = registry.snapshot(TenantId::new());
+        let policy = snapshot.criterion("SPIN").unwrap().clone();
+        let input = input();
+        // The first call runs inline, to its deadline, and marks the policy slow.
+        let first = policy.resolve_criterion(&input, &Map::new(), &snapshot.limits).await;
+        assert_eq!(first.result.unwrap_err().kind, FailureKind::Deadline);
+
+        let config = Map::new();
+        let quick = tokio::spawn(async { "quick" });
+        tokio::select! {
+            biased;
+            done = quick => assert_eq!(done.unwrap(), "quick"),
+            _ = policy.resolve_criterion(&input, &config, &snapshot.limits) => {
+                panic!("the slow call held the only worker until its deadline")
+            }
+        }
+    }
 }

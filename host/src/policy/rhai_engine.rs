@@ -96,15 +96,15 @@ pub struct RhaiPolicy {
 }
 
 impl RhaiPolicy {
-    fn call(
-        &self,
-        input: &PreparedInput,
-        config: &Map<String, Value>,
-        limits: &Limits,
-    ) -> Result<Dynamic, PolicyFailure> {
-        let arg = input
+    /// The call's argument: the input with this call's `config`.
+    pub fn argument(&self, input: &PreparedInput, config: &Map<String, Value>) -> Result<Dynamic, PolicyFailure> {
+        input
             .rhai(config)
-            .map_err(|e| PolicyFailure::new(FailureKind::Trap, format!("could not convert the input: {e}")))?;
+            .map_err(|e| PolicyFailure::new(FailureKind::Trap, format!("could not convert the input: {e}")))
+    }
+
+    /// Runs `resolve(arg)` on this thread, within the limits.
+    pub fn run(&self, arg: Dynamic, limits: &Limits) -> Result<Dynamic, PolicyFailure> {
         let _guard = DeadlineGuard::set(Instant::now() + limits.deadline);
         let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
         self.engine
@@ -113,15 +113,9 @@ impl RhaiPolicy {
             .map_err(|e| failure(*e, limits))
     }
 
-    /// Runs the script as a criterion: it must return an array of user ids
-    /// (strings), or of `#{id, note}` maps.
-    pub fn resolve_criterion(
-        &self,
-        input: &PreparedInput,
-        config: &Map<String, Value>,
-        limits: &Limits,
-    ) -> Result<Vec<Candidate>, PolicyFailure> {
-        let out = self.call(input, config, limits)?;
+    /// Reads a criterion's output: an array of user ids (strings), or of
+    /// `#{id, note}` maps.
+    pub fn criterion_output(out: Dynamic, limits: &Limits) -> Result<Vec<Candidate>, PolicyFailure> {
         let Some(items) = out.clone().try_cast::<rhai::Array>() else {
             return Err(bad_output(format!("a criterion must return an array of user ids, got {}", out.type_name())));
         };
@@ -134,14 +128,8 @@ impl RhaiPolicy {
         items.into_iter().enumerate().map(|(i, item)| candidate(i, item)).collect()
     }
 
-    /// Runs the script as an attribute resolver: `()` means nothing.
-    pub fn resolve_attribute(
-        &self,
-        input: &PreparedInput,
-        config: &Map<String, Value>,
-        limits: &Limits,
-    ) -> Result<Option<Value>, PolicyFailure> {
-        let out = self.call(input, config, limits)?;
+    /// Reads an attribute's output: `()` means nothing.
+    pub fn attribute_output(out: Dynamic) -> Result<Option<Value>, PolicyFailure> {
         if out.is_unit() {
             return Ok(None);
         }
@@ -177,19 +165,22 @@ fn failure(err: EvalAltResult, limits: &Limits) -> PolicyFailure {
             format!("stopped at its deadline of {} ms", limits.deadline.as_millis()),
         ),
         E::ErrorTooManyOperations(pos) => {
-            PolicyFailure::new(FailureKind::Deadline, format!("stopped after {MAX_OPERATIONS} operations (at {pos})"))
+            PolicyFailure::new(FailureKind::Deadline, format!("stopped after {MAX_OPERATIONS} operations{}", at(pos)))
         }
         E::ErrorDataTooLarge(what, pos) => {
-            PolicyFailure::new(FailureKind::Memory, format!("{what} exceeds its size cap (at {pos})"))
+            PolicyFailure::new(FailureKind::Memory, format!("{what} exceeds its size cap{}", at(pos)))
         }
         E::ErrorStackOverflow(pos) => {
-            PolicyFailure::new(FailureKind::Memory, format!("call depth exceeds its cap (at {pos})"))
+            PolicyFailure::new(FailureKind::Memory, format!("call depth exceeds its cap{}", at(pos)))
         }
-        E::ErrorRuntime(value, pos) => {
-            PolicyFailure::new(FailureKind::PolicyError, format!("{value} (thrown at {pos})"))
-        }
+        E::ErrorRuntime(value, pos) => PolicyFailure::new(FailureKind::PolicyError, format!("{value}{}", at(pos))),
         other => PolicyFailure::new(FailureKind::Trap, other.to_string()),
     }
+}
+
+/// " (at line L, position C)" for a known position, nothing otherwise.
+fn at(pos: rhai::Position) -> String {
+    if pos.is_none() { String::new() } else { format!(" (at {pos})") }
 }
 
 /// Sets this thread's deadline for the span of one call.

@@ -100,12 +100,35 @@ async fn past_the_in_flight_bound_requests_are_shed_with_503_but_health_answers(
     slow.await.unwrap().assert_status(StatusCode::CREATED);
 }
 
+#[test]
+fn the_metrics_token_is_recognised_and_nothing_else_is() {
+    let auth = reten_host::api::auth::Authenticator::new(&reten_host::api::auth::JwtSettings {
+        secret: Some(crate::support::SECRET.into()),
+        metrics_token: Some("scraper-token-scraper-token-scraper-token".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(auth.is_metrics_token("scraper-token-scraper-token-scraper-token"));
+    assert!(!auth.is_metrics_token("scraper-token"));
+    let without = reten_host::api::auth::Authenticator::new(&reten_host::api::auth::JwtSettings {
+        secret: Some(crate::support::SECRET.into()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(!without.is_metrics_token(""));
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn metrics_count_requests_policy_calls_and_activities(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let (tenant, commerce) = app.seeded("metrics").await;
     app.create_activity(tenant, &seed_body(commerce, "m-1")).await.assert_status(StatusCode::CREATED);
-    let res = app.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let anonymous = app.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    anonymous.assert_status(StatusCode::UNAUTHORIZED);
+    let tenant_admin = app.call(axum::http::Method::GET, "/metrics", Some(&admin_token(tenant)), None, None).await;
+    tenant_admin.assert_status(StatusCode::FORBIDDEN);
+    let res =
+        app.call(axum::http::Method::GET, "/metrics", Some(&crate::support::super_admin_token()), None, None).await;
     res.assert_status(StatusCode::OK);
     let text = res.body.as_str().unwrap().to_owned();
     assert!(
