@@ -198,7 +198,7 @@ async fn create(
     if let Inserted::Duplicate(holder) = store::insert(&state.pool, &record).await? {
         return Err(ApiError::duplicate_key(&activity.idempotency_key, holder));
     }
-    tracing::info!(tenant_id = %tenant, activity_id = %id, status = %resolution.status, "activity created");
+    tracing::debug!(tenant_id = %tenant, activity_id = %id, status = %resolution.status, "activity created");
     crate::metrics::METRICS.activities_created.with_label_values(&[resolution.status.as_str()]).inc();
 
     let body = CreatedActivity {

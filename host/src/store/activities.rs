@@ -174,7 +174,7 @@ impl<'a> AttributeJson<'a> {
 /// Writes a new activity and all it carries, atomically. A concurrent
 /// request that took the same idempotency key first wins: the answer is then
 /// its activity's id.
-#[tracing::instrument(skip_all, fields(tenant_id = %r.tenant, activity_id = %r.id))]
+#[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %r.tenant, activity_id = %r.id))]
 pub async fn insert(pool: &PgPool, r: &NewRecord<'_>) -> Result<Inserted, sqlx::Error> {
     let a = r.activity;
     let res = r.resolution;
@@ -254,7 +254,7 @@ const ACTIVITY_COLUMNS: &str = "a.id, a.idempotency_key, a.type, a.channel, a.st
     a.resolution_trace, a.created_by, a.created_at, a.updated_at, a.version";
 
 /// One activity, if the tenant has it.
-#[tracing::instrument(skip_all, fields(tenant_id = %tenant, activity_id = %id))]
+#[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant, activity_id = %id))]
 pub async fn get(pool: &PgPool, tenant: TenantId, id: ActivityId) -> Result<Option<ActivityRow>, sqlx::Error> {
     sqlx::query_as::<_, ActivityRow>(&format!(
         "SELECT {ACTIVITY_COLUMNS} FROM activities a \
@@ -281,7 +281,7 @@ pub struct ActivityFilter {
 }
 
 /// One page of activities, newest first, and the total count.
-#[tracing::instrument(skip_all, fields(tenant_id = %tenant))]
+#[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant))]
 pub async fn list(
     pool: &PgPool,
     tenant: TenantId,

@@ -37,7 +37,7 @@ pub struct NewKey<'a> {
 }
 
 /// Stores a new key.
-#[tracing::instrument(skip_all, fields(tenant_id = %k.tenant))]
+#[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %k.tenant))]
 pub async fn create(pool: &PgPool, k: &NewKey<'_>) -> Result<ApiKeyRow, sqlx::Error> {
     sqlx::query_as::<_, ApiKeyRow>(&format!(
         "INSERT INTO api_keys (tenant_id, id, user_sub, name, key_prefix, key_hash, permissions, expires_at) \

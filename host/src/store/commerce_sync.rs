@@ -25,7 +25,7 @@ pub enum SyncError {
 }
 
 /// Creates or updates every commerce of the request, in one transaction.
-#[tracing::instrument(skip_all, fields(tenant_id = %tenant, items = req.items.len()))]
+#[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant, items = req.items.len()))]
 pub async fn sync(pool: &PgPool, tenant: TenantId, req: &SyncRequest) -> Result<SyncCounts, SyncError> {
     let mut tx = pool.begin().await?;
     let mut counts = SyncCounts::default();

@@ -64,7 +64,7 @@ pub struct ForCreate {
 /// Reads, in one round trip, whether `idempotency_key` is taken and the
 /// commerce with everything resolution needs. Without a key, only the
 /// commerce.
-#[tracing::instrument(skip_all, fields(tenant_id = %tenant, commerce_id = %id))]
+#[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant, commerce_id = %id))]
 pub async fn load_for_create(
     pool: &PgPool,
     tenant: TenantId,
@@ -149,7 +149,7 @@ pub struct CommerceFilter {
 }
 
 /// One page of commerces, newest first, and the total count.
-#[tracing::instrument(skip_all, fields(tenant_id = %tenant))]
+#[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant))]
 pub async fn list(
     pool: &PgPool,
     tenant: TenantId,
@@ -236,7 +236,7 @@ pub struct ContactRow {
 }
 
 /// One commerce with its addresses, users, roles and contacts.
-#[tracing::instrument(skip_all, fields(tenant_id = %tenant, commerce_id = %id))]
+#[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant, commerce_id = %id))]
 pub async fn get(pool: &PgPool, tenant: TenantId, id: CommerceId) -> Result<Option<CommerceDetail>, sqlx::Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
@@ -287,7 +287,7 @@ pub enum PatchError {
 }
 
 /// Applies a patch; `None` when the tenant has no such commerce.
-#[tracing::instrument(skip_all, fields(tenant_id = %tenant, commerce_id = %id))]
+#[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant, commerce_id = %id))]
 pub async fn patch(
     pool: &PgPool,
     tenant: TenantId,

@@ -62,6 +62,18 @@ pub async fn connect(url: &str, settings: &PoolSettings) -> anyhow::Result<PgPoo
         .max_connections(settings.max_connections)
         .min_connections(1)
         .acquire_timeout(settings.acquire_timeout)
+        // A ping before every acquire would double the round trips of a
+        // create: ping only connections idle for a while (those a restart
+        // of Postgres may have cut); a busy one proves itself by its queries.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > Duration::from_secs(1) {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .context("failed to connect to Postgres")

@@ -24,7 +24,7 @@ pub enum CreateTenantError {
 }
 
 /// Creates a tenant.
-#[tracing::instrument(skip_all, fields(tenant_id = %id))]
+#[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %id))]
 pub async fn create(pool: &PgPool, id: TenantId, name: &str, slug: &str) -> Result<TenantRow, CreateTenantError> {
     sqlx::query_as::<_, TenantRow>(
         "INSERT INTO tenants (id, name, slug) VALUES ($1, $2, $3) RETURNING id, name, slug, created_at",

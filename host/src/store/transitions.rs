@@ -32,7 +32,7 @@ pub enum TransitionError {
 
 /// Cancels a READY or UNRESOLVED activity, locking its row so that of two
 /// concurrent cancels exactly one applies. Returns the status it left.
-#[tracing::instrument(skip_all, fields(tenant_id = %tenant, activity_id = %id))]
+#[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant, activity_id = %id))]
 pub async fn cancel(pool: &PgPool, tenant: TenantId, id: ActivityId) -> Result<ActivityStatus, TransitionError> {
     let mut tx = pool.begin().await?;
     let current: Option<String> =
@@ -76,7 +76,7 @@ pub struct RetryOutcome<'a> {
 
 /// Writes a retry: the re-resolved parts, the activity's status, the trace,
 /// and a RESOLUTION_RETRY_SUCCESS or RESOLUTION_RETRY_FAILED event.
-#[tracing::instrument(skip_all, fields(tenant_id = %tenant, activity_id = %id))]
+#[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant, activity_id = %id))]
 pub async fn apply_retry(
     pool: &PgPool,
     tenant: TenantId,
@@ -213,7 +213,7 @@ pub struct Assignment<'a> {
 
 /// Writes a manual assignment: the target user LOCKED by MANUAL_ASSIGNMENT,
 /// the activity's new status, and a TARGET_USER_RESOLVED event.
-#[tracing::instrument(skip_all, fields(tenant_id = %tenant, activity_id = %id))]
+#[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant, activity_id = %id))]
 pub async fn apply_assignment(
     pool: &PgPool,
     tenant: TenantId,
