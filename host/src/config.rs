@@ -150,6 +150,10 @@ pub struct ServeArgs {
     pub shutdown_grace_secs: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// How many policy calls one tenant may run at once (0: half the cores,
+    /// at least one), so one tenant's slow policies cannot hold every worker.
+    #[arg(long, env = "RETEN_POLICY_CALLS_PER_TENANT", default_value_t = 0)]
+    pub policy_calls_per_tenant: usize,
     /// Label policy metrics with the tenant id (switch off when tenants are
     /// too many to count one by one).
     #[arg(long, env = "RETEN_METRICS_TENANT_LABELS", default_value_t = true, action = clap::ArgAction::Set)]

@@ -235,8 +235,30 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-/// SQLSTATEs that mean "try again later": shutdown, too many connections,
-/// statement timeout, serialization failure.
+/// SQLSTATEs that mean "try again later": a connection problem (08…),
+/// resources exhausted (53…), an operator stopping the server (57P…), a
+/// statement timeout, a serialization failure or deadlock, or the database
+/// gone (3D000).
 fn is_unavailable_code(code: Option<&str>) -> bool {
-    matches!(code, Some("57P01" | "57P02" | "57P03" | "53300" | "57014" | "40001" | "40P01"))
+    let Some(code) = code else { return false };
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P")
+        || matches!(code, "57014" | "40001" | "40P01" | "3D000")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_unavailable_code;
+
+    #[test]
+    fn a_dropped_database_or_a_cut_connection_is_retryable_but_a_constraint_is_not() {
+        for code in ["3D000", "08006", "57P01", "53300", "57014"] {
+            assert!(is_unavailable_code(Some(code)), "{code}");
+        }
+        for code in ["23505", "22P02", "42P01"] {
+            assert!(!is_unavailable_code(Some(code)), "{code}");
+        }
+        assert!(!is_unavailable_code(None));
+    }
 }

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod check;
 pub mod config;
 pub mod fixtures;
+pub mod gate;
 pub mod input;
 pub mod limits;
 pub mod loader;
@@ -233,6 +234,7 @@ impl Policy {
         limits: &Limits,
     ) -> Call<Vec<Candidate>> {
         debug_assert_eq!(self.kind, PolicyKind::Criterion);
+        let _slot = gate::enter(input.base.tenant_id).await;
         let started = Instant::now();
         let result = match &self.compiled {
             Compiled::Rhai(p) => self
@@ -292,6 +294,7 @@ impl Policy {
         limits: &Limits,
     ) -> Call<Option<Value>> {
         debug_assert_eq!(self.kind, PolicyKind::Attribute);
+        let _slot = gate::enter(input.base.tenant_id).await;
         let started = Instant::now();
         let result = match &self.compiled {
             Compiled::Rhai(p) => {

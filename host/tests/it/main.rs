@@ -19,6 +19,7 @@ mod idempotency;
 mod isolation;
 mod lifecycle;
 mod limits;
+mod load_sql;
 mod openapi;
 mod policy_admin;
 mod preview;
