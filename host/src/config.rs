@@ -154,6 +154,10 @@ pub struct ServeArgs {
     /// at least one), so one tenant's slow policies cannot hold every worker.
     #[arg(long, env = "RETEN_POLICY_CALLS_PER_TENANT", default_value_t = 0)]
     pub policy_calls_per_tenant: usize,
+    /// Consecutive deadlines after which a tenant's policy is skipped for 5 s
+    /// (0: never).
+    #[arg(long, env = "RETEN_POLICY_BREAKER_AFTER", default_value_t = 5)]
+    pub policy_breaker_after: u32,
     /// Label policy metrics with the tenant id (switch off when tenants are
     /// too many to count one by one).
     #[arg(long, env = "RETEN_METRICS_TENANT_LABELS", default_value_t = true, action = clap::ArgAction::Set)]

@@ -164,6 +164,7 @@ fn outcome(kind: FailureKind) -> &'static str {
         FailureKind::PolicyError => "policy_error",
         FailureKind::BadOutput => "bad_output",
         FailureKind::OutputTooLarge => "output_too_large",
+        FailureKind::CircuitOpen => "circuit_open",
     }
 }
 

@@ -32,6 +32,7 @@ impl App {
     pub async fn build(args: &ServeArgs) -> anyhow::Result<Self> {
         crate::metrics::METRICS.set_tenant_labels(args.metrics_tenant_labels);
         crate::policy::gate::set_per_tenant(args.policy_calls_per_tenant);
+        crate::policy::gate::set_breaker_after(args.policy_breaker_after);
         let mut jwt = args.jwt.settings()?;
         if args.demo && jwt.secret.is_none() && jwt.public_key_pem.is_none() {
             tracing::warn!("demo mode without RETEN_JWT_SECRET: using a random secret; tokens end with this process");

@@ -353,6 +353,14 @@ pub fn load_layer(ctx: &LoadContext<'_>, scope: Scope, previous: Option<&Layer>)
         None => None,
     };
 
+    // An error that persists keeps the time it was first seen.
+    if let Some(prev) = previous {
+        for e in &mut errors {
+            if let Some(old) = prev.errors.iter().find(|o| o.path == e.path && o.message == e.message) {
+                e.at = old.at;
+            }
+        }
+    }
     layer.errors = errors;
     layer
 }
@@ -368,17 +376,30 @@ fn load_policy(
     previous: Option<&Layer>,
     now: DateTime<Utc>,
 ) -> Result<Arc<Policy>, CompileFailure> {
-    let bytes = fs::read(ctx.root.join(rel_path)).map_err(|e| CompileFailure {
+    let path = ctx.root.join(rel_path);
+    let previous = previous.and_then(|p| p.policies.get(&(kind, name.to_owned()))).filter(|p| p.engine == engine);
+    let stamp = FileStamp::of(&path);
+    if let Some(prev) = previous
+        && prev.stamp.is_some()
+        && prev.stamp == stamp
+    {
+        // Same inode, size and (settled) modification time: not re-read.
+        return Ok(Arc::clone(prev));
+    }
+    let bytes = fs::read(&path).map_err(|e| CompileFailure {
         message: format!("could not read the file: {e}"),
         line: None,
         column: None,
     })?;
     let sha = sha256_hex(&bytes);
-    if let Some(prev) = previous.and_then(|p| p.policies.get(&(kind, name.to_owned())))
+    let stamp = stamp.filter(FileStamp::settled);
+    if let Some(prev) = previous
         && prev.version == sha
-        && prev.engine == engine
     {
-        return Ok(Arc::clone(prev));
+        if prev.stamp == stamp {
+            return Ok(Arc::clone(prev));
+        }
+        return Ok(Arc::new(Policy { stamp, average_us: Default::default(), ..prev.duplicate() }));
     }
     let compiled = compile(ctx.engines, ctx.cache, engine, kind, &bytes, &sha)?;
     Ok(Arc::new(Policy {
@@ -391,7 +412,39 @@ fn load_policy(
         loaded_at: now,
         compiled,
         average_us: Default::default(),
+        stamp,
     }))
+}
+
+/// What a file looked like when it was read: its inode, size and
+/// modification time. Two reads with equal stamps read the same bytes — as
+/// long as the modification time had settled (was at least a second old)
+/// when the file was read, since a file system may keep one timestamp for
+/// writes a few milliseconds apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified: std::time::SystemTime,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<Self> {
+        let meta = fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let (device, inode) = {
+            use std::os::unix::fs::MetadataExt as _;
+            (meta.dev(), meta.ino())
+        };
+        #[cfg(not(unix))]
+        let (device, inode) = (0, 0);
+        Some(Self { device, inode, len: meta.len(), modified: meta.modified().ok()? })
+    }
+
+    fn settled(&self) -> bool {
+        self.modified.elapsed().is_ok_and(|age| age >= std::time::Duration::from_secs(1))
+    }
 }
 
 /// The policy files of one kind folder, by policy name. More than one entry

@@ -129,6 +129,26 @@ pub struct Policy {
     /// A running average of this policy's call time, in µs: a Rhai policy
     /// that runs long is moved off the async workers (see [`Policy::run_rhai`]).
     average_us: AtomicU64,
+    /// The file as it was read, so a rescan need not read it again.
+    stamp: Option<loader::FileStamp>,
+}
+
+impl Policy {
+    /// The same policy, for a layer that read the same bytes again.
+    fn duplicate(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            kind: self.kind,
+            engine: self.engine,
+            origin: self.origin,
+            version: self.version.clone(),
+            path: self.path.clone(),
+            loaded_at: self.loaded_at,
+            compiled: self.compiled.clone(),
+            average_us: AtomicU64::new(self.average_us.load(Ordering::Relaxed)),
+            stamp: self.stamp,
+        }
+    }
 }
 
 /// A Rhai policy whose calls average more than this runs on the blocking
@@ -202,6 +222,9 @@ pub enum FailureKind {
     BadOutput,
     /// The output was larger than allowed.
     OutputTooLarge,
+    /// Not run: the policy hit its deadline on each of its last calls for
+    /// this tenant, so it is skipped for a few seconds (see [`gate`]).
+    CircuitOpen,
 }
 
 impl FailureKind {
@@ -214,6 +237,7 @@ impl FailureKind {
             FailureKind::PolicyError => "POLICY_ERROR",
             FailureKind::BadOutput => "BAD_OUTPUT",
             FailureKind::OutputTooLarge => "OUTPUT_TOO_LARGE",
+            FailureKind::CircuitOpen => "CIRCUIT_OPEN",
         }
     }
 }
@@ -234,6 +258,9 @@ impl Policy {
         limits: &Limits,
     ) -> Call<Vec<Candidate>> {
         debug_assert_eq!(self.kind, PolicyKind::Criterion);
+        if let Some(skipped) = self.tripped(input) {
+            return skipped;
+        }
         let _slot = gate::enter(input.base.tenant_id).await;
         let started = Instant::now();
         let result = match &self.compiled {
@@ -278,7 +305,26 @@ impl Policy {
             .unwrap_or_else(|_| Err(PolicyFailure::new(FailureKind::Trap, "the script's thread panicked")))
     }
 
+    /// The answer of a call the breaker skips, if it is open.
+    fn tripped<T>(&self, input: &PreparedInput) -> Option<Call<T>> {
+        let wait = gate::breaker_open(input.base.tenant_id, &self.version)?;
+        let failure = PolicyFailure::new(
+            FailureKind::CircuitOpen,
+            format!(
+                "not run: it hit its deadline on its last {} calls; it runs again in {} ms",
+                gate::breaker_after(),
+                wait.as_millis()
+            ),
+        );
+        self.record(input, Duration::ZERO, Some(&failure));
+        Some(Call { result: Err(failure), duration: Duration::ZERO })
+    }
+
     fn record(&self, input: &PreparedInput, elapsed: Duration, failure: Option<&PolicyFailure>) {
+        let deadline = failure.is_some_and(|f| f.kind == FailureKind::Deadline);
+        if !failure.is_some_and(|f| f.kind == FailureKind::CircuitOpen) {
+            gate::breaker_record(input.base.tenant_id, &self.version, deadline);
+        }
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let average = self.average_us.load(Ordering::Relaxed);
         self.average_us.store(average - average / 8 + us / 8, Ordering::Relaxed);
@@ -294,6 +340,9 @@ impl Policy {
         limits: &Limits,
     ) -> Call<Option<Value>> {
         debug_assert_eq!(self.kind, PolicyKind::Attribute);
+        if let Some(skipped) = self.tripped(input) {
+            return skipped;
+        }
         let _slot = gate::enter(input.base.tenant_id).await;
         let started = Instant::now();
         let result = match &self.compiled {

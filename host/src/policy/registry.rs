@@ -204,8 +204,13 @@ impl Registry {
         let unchanged = fingerprint(&global, &tenants, &folder_errors)
             == fingerprint(&current.global, &current.tenants, &current.folder_errors);
         if unchanged && !force {
-            // Nothing to publish: readers keep the same state and generation.
+            // Nothing changed for readers: same versions, same generation.
+            // The state is still replaced, to keep what this read learnt
+            // about the files (their stamps), so the next rescan can skip
+            // reading them.
             crate::metrics::METRICS.reloads.with_label_values(&["unchanged"]).inc();
+            let state = build_state(current.generation, global, tenants, folder_errors, &self.options.limits);
+            self.state.store(Arc::new(state));
             return current.generation;
         }
         crate::metrics::METRICS.reloads.with_label_values(&["published"]).inc();

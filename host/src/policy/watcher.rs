@@ -108,6 +108,9 @@ async fn run(
 fn absorb(wanted: &mut Reload, root: &Path, event: notify::Result<notify::Event>) {
     let Reload::Scopes(scopes) = wanted else { return };
     match event {
+        // Reading a file changes nothing; and a reload reads every file, so
+        // reacting to reads would reload for ever.
+        Ok(event) if !is_change(&event.kind) => {}
         Ok(event) => {
             for path in &event.paths {
                 match scope_of(root, path) {
@@ -125,6 +128,17 @@ fn absorb(wanted: &mut Reload, root: &Path, event: notify::Result<notify::Event>
             tracing::warn!(error = %err, "the policy watcher reported an error; rescanning everything");
             *wanted = Reload::All;
         }
+    }
+}
+
+/// Whether an event can mean new content: anything but a read (an open, an
+/// access, a close after reading). A close after writing counts.
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
     }
 }
 
@@ -159,6 +173,32 @@ async fn reload(registry: &Arc<Registry>, wanted: Reload) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(kind: notify::EventKind, path: &Path) -> notify::Result<notify::Event> {
+        Ok(notify::Event::new(kind).add_path(path.to_owned()))
+    }
+
+    #[test]
+    fn reads_do_not_ask_for_a_reload_but_writes_do() {
+        use notify::EventKind;
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+        let root = Path::new("/p");
+        let id = TenantId::new();
+        let file = Path::new("/p/tenants").join(id.to_string()).join("criteria/x.rhai");
+        let mut wanted = Reload::Scopes(BTreeSet::new());
+        // What a reload itself causes: opening every file and listing tenants/.
+        absorb(&mut wanted, root, event(EventKind::Access(AccessKind::Open(AccessMode::Any)), Path::new("/p/tenants")));
+        absorb(&mut wanted, root, event(EventKind::Access(AccessKind::Open(AccessMode::Read)), &file));
+        absorb(&mut wanted, root, event(EventKind::Access(AccessKind::Close(AccessMode::Read)), &file));
+        assert!(matches!(&wanted, Reload::Scopes(s) if s.is_empty()), "reads ask for nothing");
+
+        absorb(&mut wanted, root, event(EventKind::Modify(ModifyKind::Any), &file));
+        absorb(&mut wanted, root, event(EventKind::Access(AccessKind::Close(AccessMode::Write)), &file));
+        assert!(matches!(&wanted, Reload::Scopes(s) if s.len() == 1 && s.contains(&Scope::Tenant(id))));
+
+        absorb(&mut wanted, root, event(EventKind::Create(CreateKind::Any), Path::new("/p/..data")));
+        assert!(matches!(wanted, Reload::All));
+    }
 
     #[test]
     fn paths_map_to_the_layer_they_belong_to() {

@@ -2,12 +2,13 @@
 //! 401 — `alg: none`, HS/RS algorithm confusion, `exp` past, `nbf` future,
 //! wrong or missing `iss`/`aud` when the verifier requires them, no
 //! `tenant_ids`, a 10 KB token — while the well-formed token next to each
-//! case is accepted (so each refusal is for the reason tested). And no token
-//! or API key ever reaches a log line.
+//! case is accepted (so each refusal is for the reason tested). That no token
+//! or API key ever reaches a log line is `tests/logs.rs`, a binary of its own
+//! so that its subscriber can be the process's only one.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
@@ -22,7 +23,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tower::ServiceExt;
 
-use crate::support::{SECRET, TestApp, admin_token, seed_body};
+use crate::support::{SECRET, TestApp};
 
 const ISSUER: &str = "https://idp.reten.test";
 const AUDIENCE: &str = "reten-api";
@@ -336,129 +337,4 @@ async fn hs_rs_algorithm_confusion_is_refused_by_an_rs256_verifier(pool: PgPool)
     let hs_only = router_with(&app, &JwtSettings { secret: Some(SECRET.into()), ..Default::default() });
     check(&hs_only, tenant, &[], &[("RS256 to an HS256-only verifier", sign(Algorithm::RS256, &rsa, &claims(tenant)))])
         .await;
-}
-
-/// A `Write` into a shared buffer: what the log-capturing subscriber writes to.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-#[sqlx::test(migrations = "../migrations")]
-async fn no_token_and_no_api_key_appears_in_the_logs(pool: PgPool) {
-    use tracing::instrument::WithSubscriber as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
-
-    // Every level, every target, in both formats the service offers, into a
-    // buffer; for this test's futures only.
-    let captured = Captured::default();
-    let (text, json_out) = (captured.clone(), captured.clone());
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_subscriber::filter::LevelFilter::TRACE)
-        .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(move || text.clone()))
-        .with(tracing_subscriber::fmt::layer().json().with_writer(move || json_out.clone()));
-    let dispatch = tracing::Dispatch::new(subscriber);
-    let _default = tracing::dispatcher::set_default(&dispatch);
-
-    async move {
-        let app = TestApp::new(pool).await;
-        let (tenant, commerce) = app.seeded("logs").await;
-        let admin = admin_token(tenant);
-
-        // A bearer token: accepted, on a create, a read, a 404 and a 400.
-        app.create_activity(tenant, &seed_body(commerce, "log-1")).await.assert_status(StatusCode::CREATED);
-        app.get(tenant, "/api/activities").await.assert_status(StatusCode::OK);
-        app.get(tenant, &format!("/api/activities/{}", uuid::Uuid::new_v4()))
-            .await
-            .assert_status(StatusCode::NOT_FOUND);
-        // Someone pastes the token into the query string: refused, not logged.
-        app.get(tenant, &format!("/api/activities?access_token={admin}")).await.assert_status(StatusCode::BAD_REQUEST);
-
-        // Refused tokens: another signature, expired, garbage.
-        let forged = hs256(b"another-secret-another-secret-xx", &claims(tenant));
-        let expired = hs256(
-            SECRET.as_bytes(),
-            &claims_with(tenant, |c| drop(c.insert("exp".into(), json!(chrono::Utc::now().timestamp() - 3_600)))),
-        );
-        for bad in [&forged, &expired] {
-            let res = app.call(axum::http::Method::GET, "/api/activities", Some(bad), Some(tenant), None).await;
-            res.assert_status(StatusCode::UNAUTHORIZED);
-        }
-
-        // An API key: created (its plaintext in the answer), used, misused,
-        // revoked, then refused.
-        let res = app
-            .post(
-                tenant,
-                "/api/api-keys",
-                &json!({"name": "logs", "permissions": ["CREATE_ACTIVITY", "VIEW_ACTIVITIES"]}),
-            )
-            .await;
-        res.assert_status(StatusCode::CREATED);
-        let key = res.body["plaintextKey"].as_str().unwrap().to_owned();
-        let key_id = res.body["id"].as_str().unwrap().to_owned();
-        let key_prefix = res.body["keyPrefix"].as_str().unwrap().to_owned();
-        let with_key = |key: String, uri: &str, body: Option<Value>| {
-            let req = Request::builder()
-                .method(if body.is_some() { "POST" } else { "GET" })
-                .uri(uri)
-                .header("x-api-key", key);
-            match body {
-                Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())).unwrap(),
-                None => req.body(Body::empty()).unwrap(),
-            }
-        };
-        app.send(with_key(key.clone(), "/api/activities", None)).await.assert_status(StatusCode::OK);
-        app.send(with_key(key.clone(), "/api/activities", Some(seed_body(commerce, "log-2"))))
-            .await
-            .assert_status(StatusCode::CREATED);
-        // The key sent as a bearer token, and a near-miss of the key.
-        let res = app.call(axum::http::Method::GET, "/api/activities", Some(&key), Some(tenant), None).await;
-        res.assert_status(StatusCode::UNAUTHORIZED);
-        let last = if key.ends_with('0') { '1' } else { '0' };
-        let near_miss = format!("{}{last}", &key[..key.len() - 1]);
-        app.send(with_key(near_miss.clone(), "/api/activities", None)).await.assert_status(StatusCode::UNAUTHORIZED);
-        app.post(tenant, &format!("/api/api-keys/{key_id}/revoke"), &json!({})).await.assert_status(StatusCode::OK);
-        app.send(with_key(key.clone(), "/api/activities", None)).await.assert_status(StatusCode::UNAUTHORIZED);
-
-        let logs = captured.text();
-        // The capture works: the requests were logged, by route.
-        assert!(logs.contains("/api/activities"), "the requests were logged:\n{logs}");
-        assert!(logs.contains("/api/api-keys"), "the key routes were logged:\n{logs}");
-
-        let key_secret = key.strip_prefix(&key_prefix).unwrap_or(&key[7..]).to_owned();
-        let signature = |t: &str| t.rsplit('.').next().unwrap().to_owned();
-        let secrets = [
-            ("the admin token", admin.clone()),
-            ("the admin token's signature", signature(&admin)),
-            ("the forged token", forged.clone()),
-            ("the expired token", expired.clone()),
-            ("the JWT secret", SECRET.to_owned()),
-            ("the API key", key.clone()),
-            ("the API key's secret part", key_secret),
-            ("the near-miss key", near_miss),
-            ("the API key's hash", reten_host::api::api_keys::hash_key(&key)),
-        ];
-        for (what, secret) in &secrets {
-            assert!(!secret.is_empty());
-            assert!(!logs.contains(secret.as_str()), "{what} appears in the logs:\n{logs}");
-        }
-        assert!(!logs.to_lowercase().contains("authorization: bearer"), "no header is logged");
-    }
-    .with_subscriber(dispatch.clone())
-    .await;
 }

@@ -247,3 +247,22 @@ async fn fifty_swaps_under_continuous_traffic_fail_no_request_and_never_mix_vers
     assert!(total >= 50, "traffic flowed during the swaps ({total} requests)");
     assert_eq!(app.count("activities").await, total);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_file_rewritten_in_place_with_the_same_length_takes_effect(pool: PgPool) {
+    let (app, _w) = TestApp::watching(pool).await;
+    let (tenant, commerce) = app.seeded("reload-same-length").await;
+    let first = "fn resolve(input) { [input.commerce.users[0].id] }";
+    let second = "fn resolve(input) { [input.commerce.users[1].id] }";
+    assert_eq!(first.len(), second.len());
+    let path = app.tenant_path(tenant, "criteria/pick.rhai");
+    write(&path, first.as_bytes());
+    app.wait_for("v1", |_| app.criterion_version(tenant, "PICK") == Some(sha(first.as_bytes()))).await;
+    // Same inode, same size, and very likely the same coarse mtime.
+    std::fs::write(&path, second.as_bytes()).unwrap();
+    app.wait_for("v2", |_| app.criterion_version(tenant, "PICK") == Some(sha(second.as_bytes()))).await;
+    assert_eq!(decide(&app, tenant, commerce, "sl-1").await.0, "u-juan");
+    // A rescan of everything still sees the current file.
+    app.state.registry.reload_all();
+    assert_eq!(app.criterion_version(tenant, "PICK"), Some(sha(second.as_bytes())));
+}

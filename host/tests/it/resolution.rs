@@ -281,3 +281,35 @@ async fn a_looping_a_throwing_and_a_misshapen_policy_are_skipped_with_the_reason
     .await;
     assert_eq!(b["targetUsers"][0]["lockReason"], "CRITERIA_MATCH");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_policy_that_keeps_hitting_its_deadline_is_skipped_until_it_changes(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let (tenant, commerce) = app.seeded("breaker").await;
+    app.write_tenant_file(tenant, "criteria/spin.rhai", "fn resolve(input) { loop {} }");
+    let spin = json!([{"type": "SPIN"}]);
+    let mut kinds = Vec::new();
+    for i in 0..6 {
+        let b = create(&app, tenant, body_with(commerce, &format!("br-{i}"), "WHATSAPP", spin.clone())).await;
+        assert_eq!(b["targetUsers"][0]["lockReason"], "FALLBACK_COMMERCE_REP", "every call ends in the fallback");
+        let tr = trace(&app, tenant, &b).await;
+        kinds.push((
+            tr["target"]["criteria"][0]["error"]["kind"].as_str().unwrap().to_owned(),
+            tr["target"]["criteria"][0]["durationUs"].as_u64().unwrap(),
+        ));
+    }
+    let names: Vec<&str> = kinds.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["DEADLINE", "DEADLINE", "DEADLINE", "DEADLINE", "DEADLINE", "CIRCUIT_OPEN"]);
+    assert_eq!(kinds[5].1, 0, "a skipped call costs nothing");
+
+    // A fixed version starts with a closed breaker.
+    app.write_tenant_file(tenant, "criteria/spin.rhai", "fn resolve(input) { input.commerce.users.map(|u| u.id) }");
+    let b = create(&app, tenant, body_with(commerce, "br-fixed", "WHATSAPP", spin)).await;
+    assert_eq!(b["targetUsers"][0]["lockReason"], "CRITERIA_MATCH");
+    // Another tenant with the same looping file is not affected by this one's breaker.
+    let (other, other_commerce) = app.seeded("breaker-other").await;
+    app.write_tenant_file(other, "criteria/spin.rhai", "fn resolve(input) { loop {} }");
+    let b = create(&app, other, body_with(other_commerce, "o-1", "WHATSAPP", json!([{"type": "SPIN"}]))).await;
+    let tr = trace(&app, other, &b).await;
+    assert_eq!(tr["target"]["criteria"][0]["error"]["kind"], "DEADLINE");
+}
