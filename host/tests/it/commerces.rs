@@ -132,3 +132,52 @@ async fn commerces_list_with_filters_and_patch_merges_metadata(pool: PgPool) {
     res.assert_status(StatusCode::BAD_REQUEST);
     assert_eq!(res.error_fields(), ["colour"]);
 }
+
+/// Postgres prints a jsonb number in full decimal form (`-1.797…e308` comes back as 309 digits), and
+/// serde_json's fast float parser overflowed on it: the row saved, then every read of it answered 500.
+/// Found by schemathesis (seed 20261129).
+#[sqlx::test(migrations = "../migrations")]
+async fn extreme_metadata_numbers_round_trip(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let tenant = app.create_tenant("cnum").await;
+    app.sync(tenant, json!([standard_commerce("c-1")])).await.assert_status(StatusCode::CREATED);
+    let id = app.commerce_id(tenant, "c-1").await;
+    let metadata = json!({
+        "max": f64::MAX, "min": -f64::MAX, "tiny": 5e-324, "normal": f64::MIN_POSITIVE,
+        "nested": [[-1.797_693_134_862_315_7e308, 0.1]], "big": u64::MAX, "neg": i64::MIN,
+    });
+    let res = app
+        .call(
+            Method::PATCH,
+            &format!("/api/commerces/{id}"),
+            Some(&admin_token(tenant)),
+            Some(tenant),
+            Some(&json!({"metadata": metadata})),
+        )
+        .await;
+    res.assert_status(StatusCode::OK);
+    let expected = json!({"max": f64::MAX, "min": -f64::MAX, "tiny": 5e-324, "normal": f64::MIN_POSITIVE,
+        "nested": [[-f64::MAX, 0.1]], "big": u64::MAX, "neg": i64::MIN, "segment": "gold", "promotions": [{"code": "2x1"}]});
+    assert_eq!(res.body["metadata"], expected);
+    let res = app.get(tenant, &format!("/api/commerces/{id}")).await;
+    res.assert_status(StatusCode::OK);
+    assert_eq!(res.body["metadata"], expected);
+    let res = app.get(tenant, "/api/commerces?limit=76").await;
+    res.assert_status(StatusCode::OK);
+    assert_eq!(res.body["data"][0]["metadata"], expected);
+
+    // A number no f64 holds is refused at the door, named, instead of being stored.
+    let req = axum::http::Request::builder()
+        .method(Method::PATCH)
+        .uri(format!("/api/commerces/{id}"))
+        .header("authorization", format!("Bearer {}", admin_token(tenant)))
+        .header("x-tenant-id", tenant.to_string())
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(r#"{"metadata": {"x": 1e400}}"#))
+        .unwrap();
+    let res = app.send(req).await;
+    res.assert_status(StatusCode::BAD_REQUEST);
+    assert!(res.body["detail"].as_str().unwrap_or_default().contains("number out of range"), "{}", res.body);
+    let res = app.get(tenant, &format!("/api/commerces/{id}")).await;
+    assert_eq!(res.body["metadata"], expected, "the refused patch changed nothing");
+}
