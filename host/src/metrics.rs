@@ -94,8 +94,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let activities_created =
         counter(&registry, "reten_activities_created_total", "Activities created, by status.", &["status"]);
     let db_pool = IntGaugeVec::new(
-        Opts::new("reten_db_pool_connections", "Database pool connections by state (in_use, idle, max)."),
-        &["state"],
+        Opts::new(
+            "reten_db_pool_connections",
+            "Database connections by pool (main, or create for the create path) and state (in_use, idle, max).",
+        ),
+        &["pool", "state"],
     )
     .expect("a valid metric definition");
     registry.register(Box::new(db_pool.clone())).expect("each metric is registered once");
@@ -143,12 +146,18 @@ impl Metrics {
     }
 
     /// The text exposition of every metric, after refreshing the pool gauges.
-    pub fn render(&self, pool: &sqlx::PgPool) -> String {
+    pub fn render(&self, pool: &sqlx::PgPool, fast: &crate::store::fast_pool::FastPool) -> String {
         let size = i64::from(pool.size());
         let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
-        self.db_pool.with_label_values(&["in_use"]).set(size - idle);
-        self.db_pool.with_label_values(&["idle"]).set(idle);
-        self.db_pool.with_label_values(&["max"]).set(i64::from(pool.options().get_max_connections()));
+        let max = i64::from(pool.options().get_max_connections());
+        self.db_pool.with_label_values(&["main", "in_use"]).set(size - idle);
+        self.db_pool.with_label_values(&["main", "idle"]).set(idle);
+        self.db_pool.with_label_values(&["main", "max"]).set(max);
+        let (in_use, idle) = fast.usage();
+        let as_gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.db_pool.with_label_values(&["create", "in_use"]).set(as_gauge(in_use));
+        self.db_pool.with_label_values(&["create", "idle"]).set(as_gauge(idle));
+        self.db_pool.with_label_values(&["create", "max"]).set(max);
         let mut out = Vec::new();
         // Encoding to a Vec cannot fail for text.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
@@ -166,13 +175,4 @@ fn outcome(kind: FailureKind) -> &'static str {
         FailureKind::OutputTooLarge => "output_too_large",
         FailureKind::CircuitOpen => "circuit_open",
     }
-}
-
-/// Acquires a connection for the create path, timing the wait.
-pub async fn acquire(pool: &sqlx::PgPool) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
-    let started = std::time::Instant::now();
-    let result = pool.acquire().await;
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    METRICS.db_acquire.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
-    result
 }

@@ -42,6 +42,7 @@ impl App {
         store::ensure_database(&args.database.database_url).await?;
         let pool = store::connect(&args.database.database_url, &args.database.pool()).await?;
         store::migrate(&pool).await?;
+        let fast = Arc::new(store::fast_pool(&pool, &args.database.pool()));
         let policies_dir = args.policies_dir.clone();
         let options = RegistryOptions { wasm_cache_dir: args.wasm_cache_dir.clone(), ..RegistryOptions::default() };
         let registry = tokio::task::spawn_blocking(move || Registry::load(&policies_dir, options))
@@ -70,6 +71,7 @@ impl App {
         };
         let state = AppState {
             pool,
+            fast,
             registry,
             auth,
             tenants: Default::default(),

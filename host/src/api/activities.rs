@@ -131,7 +131,7 @@ async fn decide(state: &AppState, tenant: TenantId, body: &Value, fast_path: boo
     // One round trip: a known key answers 409 before any policy runs, then
     // the commerce (404 when the tenant has none).
     let key = fast_path.then_some(activity.idempotency_key.as_str());
-    let read = crate::store::commerces::load_for_create(&state.pool, tenant, activity.commerce_id, key).await?;
+    let read = crate::store::commerces::load_for_create(&state.fast, tenant, activity.commerce_id, key).await?;
     if let Some(holder) = read.existing {
         return Err(ApiError::duplicate_key(&activity.idempotency_key, holder));
     }
@@ -195,7 +195,7 @@ async fn create(
         event_id: Uuid::new_v4(),
         attribute_ids: &attribute_ids,
     };
-    if let Inserted::Duplicate(holder) = store::insert(&state.pool, &record).await? {
+    if let Inserted::Duplicate(holder) = store::insert(&state.fast, &record).await? {
         return Err(ApiError::duplicate_key(&activity.idempotency_key, holder));
     }
     tracing::debug!(tenant_id = %tenant, activity_id = %id, status = %resolution.status, "activity created");

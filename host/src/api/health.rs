@@ -129,6 +129,6 @@ async fn metrics(
     _reader: super::auth::MetricsReader,
     State(state): State<AppState>,
 ) -> impl axum::response::IntoResponse {
-    let body = crate::metrics::METRICS.render(&state.pool);
+    let body = crate::metrics::METRICS.render(&state.pool, &state.fast);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

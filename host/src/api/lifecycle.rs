@@ -116,7 +116,7 @@ async fn retry(
     let activity = replay(&row)?;
     let targets = store::target_users(&state.pool, tenant, row.id).await?;
     let attributes = store::attributes(&state.pool, tenant, row.id).await?;
-    let (commerce, history) = crate::store::commerces::load_for_resolution(&state.pool, tenant, row.commerce_id)
+    let (commerce, history) = crate::store::commerces::load_for_resolution(&state.fast, tenant, row.commerce_id)
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("activity {} lost its commerce", row.id)))?;
     let commerce = Arc::new(commerce);

@@ -36,6 +36,8 @@ use crate::policy::Registry;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub pool: PgPool,
+    /// The create path's connections (no ping per checkout and return).
+    pub fast: Arc<crate::store::fast_pool::FastPool>,
     pub registry: Arc<Registry>,
     pub auth: Arc<auth::Authenticator>,
     pub tenants: Arc<auth::TenantCache>,

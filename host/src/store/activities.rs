@@ -175,13 +175,13 @@ impl<'a> AttributeJson<'a> {
 /// request that took the same idempotency key first wins: the answer is then
 /// its activity's id.
 #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %r.tenant, activity_id = %r.id))]
-pub async fn insert(pool: &PgPool, r: &NewRecord<'_>) -> Result<Inserted, sqlx::Error> {
+pub async fn insert(pool: &super::fast_pool::FastPool, r: &NewRecord<'_>) -> Result<Inserted, sqlx::Error> {
     let a = r.activity;
     let res = r.resolution;
     let targets = [TargetJson::new(0, &res.target, r.created_at)];
     let attributes: Vec<AttributeJson<'_>> =
         res.attributes.iter().enumerate().map(|(pos, attr)| AttributeJson::new(pos, attr, r.created_at)).collect();
-    let mut conn = crate::metrics::acquire(pool).await?;
+    let mut conn = pool.acquire().await?;
     let inserted: Option<Uuid> = sqlx::query_scalar(INSERT_ACTIVITY_SQL)
         .bind(r.tenant)
         .bind(r.id)
@@ -209,13 +209,19 @@ pub async fn insert(pool: &PgPool, r: &NewRecord<'_>) -> Result<Inserted, sqlx::
         .bind(r.attribute_ids)
         .fetch_optional(&mut *conn)
         .await?;
-    drop(conn);
     if inserted.is_some() {
+        conn.done();
         return Ok(Inserted::Created);
     }
     // The key's holder committed before our insert gave up on it, so a fresh
     // statement sees it.
-    let holder = find_by_idempotency_key(pool, r.tenant, &a.idempotency_key).await?;
+    let holder: Option<ActivityId> =
+        sqlx::query_scalar("SELECT id FROM activities WHERE tenant_id = $1 AND idempotency_key = $2")
+            .bind(r.tenant)
+            .bind(&a.idempotency_key)
+            .fetch_optional(&mut *conn)
+            .await?;
+    conn.done();
     holder.map(Inserted::Duplicate).ok_or(sqlx::Error::RowNotFound)
 }
 

@@ -66,7 +66,7 @@ pub struct ForCreate {
 /// commerce.
 #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant, commerce_id = %id))]
 pub async fn load_for_create(
-    pool: &PgPool,
+    pool: &super::fast_pool::FastPool,
     tenant: TenantId,
     id: CommerceId,
     idempotency_key: Option<&str>,
@@ -85,13 +85,14 @@ pub async fn load_for_create(
         users: Json<Vec<CommerceUser>>,
         history: Json<Vec<HistoryEntry>>,
     }
-    let mut conn = crate::metrics::acquire(pool).await?;
+    let mut conn = pool.acquire().await?;
     let r = sqlx::query_as::<_, Row>(LOAD_FOR_CREATE_SQL)
         .bind(tenant)
         .bind(id)
         .bind(idempotency_key)
         .fetch_one(&mut *conn)
         .await?;
+    conn.done();
     let commerce = match (r.id, r.external_id, r.name) {
         (Some(id), Some(external_id), Some(name)) => Some((
             Commerce {
@@ -114,7 +115,7 @@ pub async fn load_for_create(
 
 /// The commerce with everything resolution needs (see [`load_for_create`]).
 pub async fn load_for_resolution(
-    pool: &PgPool,
+    pool: &super::fast_pool::FastPool,
     tenant: TenantId,
     id: CommerceId,
 ) -> Result<Option<(Commerce, Vec<HistoryEntry>)>, sqlx::Error> {

@@ -8,6 +8,7 @@ pub mod activities;
 pub mod api_keys;
 pub mod commerce_sync;
 pub mod commerces;
+pub mod fast_pool;
 pub mod tenants;
 pub mod transitions;
 
@@ -77,6 +78,12 @@ pub async fn connect(url: &str, settings: &PoolSettings) -> anyhow::Result<PgPoo
         .connect_with(options)
         .await
         .context("failed to connect to Postgres")
+}
+
+/// The create path's pool, with the same connection settings as `pool`.
+pub fn fast_pool(pool: &PgPool, settings: &PoolSettings) -> fast_pool::FastPool {
+    let options = (*pool.connect_options()).clone();
+    fast_pool::FastPool::new(options, settings.max_connections as usize, settings.acquire_timeout)
 }
 
 /// Applies the pending migrations.

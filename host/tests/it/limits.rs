@@ -138,7 +138,7 @@ async fn metrics_count_requests_policy_calls_and_activities(pool: PgPool) {
     assert!(text.contains(&format!(r#"policy="role_match",tenant="{tenant}""#)), "{text}");
     assert!(text.contains("reten_policy_call_duration_seconds_bucket"));
     assert!(text.contains(r#"reten_activities_created_total{status="READY"}"#));
-    assert!(text.contains(r#"reten_db_pool_connections{state="max"}"#));
+    assert!(text.contains(r#"reten_db_pool_connections{pool="create",state="max"}"#));
     assert!(text.contains("reten_db_pool_acquire_seconds_bucket"));
     assert!(text.contains(r#"reten_policy_reloads_total{result="published"}"#));
 }

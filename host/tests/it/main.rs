@@ -13,6 +13,7 @@ mod cli;
 mod commerces;
 mod config_views;
 mod demo;
+mod fast_pool;
 mod hostile;
 mod http1;
 mod idempotency;

@@ -96,8 +96,10 @@ impl TestApp {
     pub async fn with_policies(pool: PgPool, policies: TempDir) -> Self {
         let registry = Registry::load(policies.path(), RegistryOptions::default()).unwrap();
         let auth = Authenticator::new(&JwtSettings { secret: Some(SECRET.into()), ..Default::default() }).unwrap();
+        let fast = Arc::new(reten_host::store::fast_pool(&pool, &Default::default()));
         let state = AppState {
             pool: pool.clone(),
+            fast,
             registry: Arc::new(registry),
             auth: Arc::new(auth),
             tenants: Default::default(),
