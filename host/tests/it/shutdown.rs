@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::http1::{self, Failure};
@@ -42,6 +43,11 @@ async fn start(database_url: &str, policies: &std::path::Path) -> Server {
         .env("RETEN_JWT_SECRET", SECRET)
         .env_remove("RETEN_JWT_PUBLIC_KEY")
         .env("RETEN_SHUTDOWN_GRACE_SECS", GRACE_SECS.to_string())
+        // The slow creates must stay slow (no breaker skipping the looping
+        // policy) and must not hold up the fast ones (no per-tenant gate of
+        // one call on a 2-core machine).
+        .env("RETEN_POLICY_BREAKER_AFTER", "0")
+        .env("RETEN_POLICY_CALLS_PER_TENANT", "8")
         .env("RETEN_LOG_FORMAT", "json")
         .env("RUST_LOG", "debug,cranelift_codegen=info,wasmtime=info,wasmtime_cranelift=info")
         .stdout(Stdio::piped())
@@ -149,10 +155,14 @@ async fn sigterm_mid_load_finishes_in_flight_creates_loses_none_and_exits_0(pool
     // Six clients, two of them slow, each sending creates back to back with
     // fresh keys until the server stops accepting.
     let stop = Arc::new(AtomicBool::new(false));
+    // A permit per answered create, fast and slow apart: SIGTERM waits for
+    // load to be flowing on both.
+    let (fast_done, slow_done) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
     let mut workers = Vec::new();
     for w in 0..6 {
         let (token, tenant_s, stop) = (token.clone(), tenant_s.clone(), stop.clone());
         let slow = w < 2;
+        let done = if slow { slow_done.clone() } else { fast_done.clone() };
         workers.push(tokio::spawn(async move {
             let mut log: Vec<(String, bool, Outcome, Instant)> = Vec::new();
             for n in 0.. {
@@ -163,6 +173,7 @@ async fn sigterm_mid_load_finishes_in_flight_creates_loses_none_and_exits_0(pool
                 let outcome = create(addr, &token, &tenant_s, &body_for(commerce, &key, slow)).await;
                 let not_sent = matches!(outcome, Outcome::Failed(Failure::NotSent(_)));
                 log.push((key, slow, outcome, Instant::now()));
+                done.add_permits(1);
                 if not_sent {
                     break;
                 }
@@ -170,19 +181,30 @@ async fn sigterm_mid_load_finishes_in_flight_creates_loses_none_and_exits_0(pool
             log
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Both slow workers have had a create answered and gone on to their next
+    // (600 ms to run); the fast ones then answer 30 more, each a round trip
+    // through the same scheduler, so the slow ones' next creates are in the
+    // server by then.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        slow_done.acquire_many(2).await.unwrap().forget();
+        let before = u32::try_from(fast_done.available_permits()).unwrap();
+        fast_done.acquire_many(before + 30).await.unwrap().forget();
+    })
+    .await
+    .expect("creates were answered within a minute");
 
     server.sigterm();
     let sigterm_at = Instant::now();
     // It stops accepting at once: a new connection is refused while the
     // slow creates in flight are still running (they finish after, below).
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
     let refused_at = loop {
         let probe = http1::send(addr, "GET", "/healthz", &[], None, Duration::from_secs(2)).await;
         if matches!(probe, Err(Failure::NotSent(_))) {
             break Instant::now();
         }
         assert!(sigterm_at.elapsed() < Duration::from_secs(1), "still accepting 1 s after SIGTERM: {probe:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        poll.tick().await;
     };
 
     let status = server.exit_within(Duration::from_secs(GRACE_SECS + 10)).await;
@@ -196,8 +218,13 @@ async fn sigterm_mid_load_finishes_in_flight_creates_loses_none_and_exits_0(pool
     let mut finished_after_sigterm = 0;
     let mut other = Vec::new();
     let mut sent = 0;
+    let mut slow_timeline = Vec::new();
     for w in workers {
         for (key, slow, outcome, at) in w.await.unwrap() {
+            if slow {
+                let when = at.checked_duration_since(sigterm_at).map(|d| format!("+{d:?}"));
+                slow_timeline.push(format!("{key}: {outcome:?} at SIGTERM{}", when.unwrap_or_else(|| "-".into())));
+            }
             match outcome {
                 Outcome::Created(id) => {
                     sent += 1;
@@ -227,7 +254,9 @@ async fn sigterm_mid_load_finishes_in_flight_creates_loses_none_and_exits_0(pool
     assert!(created.len() > 10, "the load ran: {} creates", created.len());
     assert!(
         finished_after_sigterm > 0,
-        "slow creates in flight at SIGTERM finished with their 201 after new connections were refused"
+        "slow creates in flight at SIGTERM finished with their 201 after new connections were refused \
+         (refused {:?} after SIGTERM): {slow_timeline:#?}",
+        refused_at - sigterm_at
     );
     eprintln!(
         "shutdown: {sent} sent, {} created ({finished_after_sigterm} finished after the listener closed), {} ambiguous",
