@@ -11,9 +11,11 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::config::ServeArgs;
-use crate::policy::Registry;
+use crate::metrics::Metrics;
+use crate::policy::gate::{GateSettings, Gates};
 use crate::policy::registry::RegistryOptions;
 use crate::policy::watcher::{self, WatchOptions, Watcher};
+use crate::policy::{CallContext, Registry};
 use crate::store;
 
 /// A built application, bound to its port, not yet serving.
@@ -30,21 +32,26 @@ impl App {
     /// Creates the database if needed, migrates it, loads the policies and
     /// binds the listener.
     pub async fn build(args: &ServeArgs) -> anyhow::Result<Self> {
-        crate::metrics::METRICS.set_tenant_labels(args.metrics_tenant_labels);
-        crate::policy::gate::set_per_tenant(args.policy_calls_per_tenant);
-        crate::policy::gate::set_breaker_after(args.policy_breaker_after);
+        let metrics = Arc::new(Metrics::new(args.metrics_tenant_labels));
+        let calls = Arc::new(CallContext {
+            gates: Gates::new(GateSettings {
+                per_tenant: args.policy_calls_per_tenant,
+                breaker_after: args.policy_breaker_after,
+            }),
+            metrics,
+        });
         let mut jwt = args.jwt.settings()?;
         if args.demo && jwt.secret.is_none() && jwt.public_key_pem.is_none() {
             tracing::warn!("demo mode without RETEN_JWT_SECRET: using a random secret; tokens end with this process");
             jwt.secret = Some(format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()));
         }
-        let auth = Arc::new(api::auth::Authenticator::new(&jwt)?);
+        let auth = api::auth::Authenticator::new(&jwt)?;
         store::ensure_database(&args.database.database_url).await?;
         let pool = store::connect(&args.database.database_url, &args.database.pool()).await?;
         store::migrate(&pool).await?;
-        let fast = Arc::new(store::fast_pool(&pool, &args.database.pool()));
         let policies_dir = args.policies_dir.clone();
-        let options = RegistryOptions { wasm_cache_dir: args.wasm_cache_dir.clone(), ..RegistryOptions::default() };
+        let options =
+            RegistryOptions { wasm_cache_dir: args.wasm_cache_dir.clone(), calls, ..RegistryOptions::default() };
         let registry = tokio::task::spawn_blocking(move || Registry::load(&policies_dir, options))
             .await
             .context("the policy loader panicked")??;
@@ -69,15 +76,7 @@ impl App {
         } else {
             None
         };
-        let state = AppState {
-            pool,
-            fast,
-            registry,
-            auth,
-            tenants: Default::default(),
-            api_keys: Default::default(),
-            limits: Arc::new(crate::api::limits::Limiter::new(args.limits.settings())),
-        };
+        let state = AppState::new(pool, &args.database.pool(), registry, auth, args.limits.settings());
         Ok(Self {
             demo_banner,
             listener,
@@ -104,6 +103,7 @@ impl App {
         let registry = self.state.registry.state();
         tracing::info!(%addr, generation = registry.generation, load_errors = registry.errors().count(), "serving");
         let router = api::router(self.state.clone());
+        let trimmer = tokio::spawn(trim_idle_connections(Arc::clone(&self.state.fast)));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = axum::serve(self.listener, router).with_graceful_shutdown(async move {
             shutdown.await;
@@ -120,9 +120,25 @@ impl App {
             result = server => result.context("the server failed")?,
             () = deadline => tracing::warn!("grace period over; dropping unfinished requests"),
         }
+        trimmer.abort();
+        self.state.fast.close().await;
         self.state.pool.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Closes the create path's idle connections past their idle timeout or
+/// lifetime, every few seconds, until aborted.
+async fn trim_idle_connections(fast: Arc<store::fast_pool::FastPool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(30));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let closed = fast.trim().await;
+        if closed > 0 {
+            tracing::debug!(closed, "closed idle connections of the create path");
+        }
     }
 }
 

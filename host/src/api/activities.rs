@@ -199,7 +199,7 @@ async fn create(
         return Err(ApiError::duplicate_key(&activity.idempotency_key, holder));
     }
     tracing::debug!(tenant_id = %tenant, activity_id = %id, status = %resolution.status, "activity created");
-    crate::metrics::METRICS.activities_created.with_label_values(&[resolution.status.as_str()]).inc();
+    state.metrics.activities_created.with_label_values(&[resolution.status.as_str()]).inc();
 
     let body = CreatedActivity {
         id,

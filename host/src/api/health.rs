@@ -87,9 +87,7 @@ async fn healthz() -> Json<Health> {
     )
 )]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let db = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&state.pool))
-        .await
-        .is_ok_and(|r| r.is_ok());
+    let db = crate::store::reachable(&state.pool, Duration::from_secs(2)).await;
     let registry = state.registry.state();
     let policies_loaded = registry.generation > 0;
     let load_errors = registry.errors().count();
@@ -129,6 +127,6 @@ async fn metrics(
     _reader: super::auth::MetricsReader,
     State(state): State<AppState>,
 ) -> impl axum::response::IntoResponse {
-    let body = crate::metrics::METRICS.render(&state.pool, &state.fast);
+    let body = state.metrics.render(&crate::store::pool_gauges(&state.pool, &state.fast));
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

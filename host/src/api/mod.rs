@@ -43,9 +43,37 @@ pub struct AppState {
     pub tenants: Arc<auth::TenantCache>,
     pub api_keys: Arc<api_keys::ApiKeys>,
     pub limits: Arc<limits::Limiter>,
+    /// The app's metrics (the policy registry records into the same).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// Every route, each with its OpenAPI operation.
+impl AppState {
+    /// The state of an app over `pool`, with the create path's own pool of
+    /// the same size, and the metrics the policy registry records into.
+    pub fn new(
+        pool: PgPool,
+        pool_settings: &crate::store::PoolSettings,
+        registry: Arc<Registry>,
+        auth: auth::Authenticator,
+        limits: limits::LimitSettings,
+    ) -> Self {
+        let metrics = Arc::clone(&registry.calls().metrics);
+        let fast = crate::store::fast_pool(&pool, pool_settings).with_acquire_histogram(metrics.db_acquire.clone());
+        Self {
+            pool,
+            fast: Arc::new(fast),
+            registry,
+            auth: Arc::new(auth),
+            tenants: Default::default(),
+            api_keys: Default::default(),
+            limits: Arc::new(limits::Limiter::new(limits)),
+            metrics,
+        }
+    }
+}
+
+/// Every route but health, readiness and metrics, each with its OpenAPI
+/// operation: the routes behind the in-flight bound and the deadline.
 fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(activities::router())
@@ -55,23 +83,25 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(commerces::router())
         .merge(tenants::router())
         .merge(policies::router())
-        .merge(health::router())
         .merge(openapi::router())
 }
 
 /// The OpenAPI document of the whole API, as `GET /openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut document = routes().into_openapi();
+    let mut document = routes().merge(health::router()).into_openapi();
     openapi::add_guard_responses(&mut document);
     document
 }
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    let (routes, mut document) = routes().split_for_parts();
+    let (limited, mut document) = routes().split_for_parts();
+    let (exempt, health_document) = health::router().split_for_parts();
+    document.merge(health_document);
     openapi::add_guard_responses(&mut document);
     let guard = axum::middleware::from_fn_with_state(state.clone(), limits::guard);
-    routes
+    limits::with_overload_limits(limited, &state.limits)
+        .merge(exempt)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(openapi::Served::new(&document)))

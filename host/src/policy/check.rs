@@ -48,7 +48,7 @@ pub fn check(path: &Path) -> anyhow::Result<Vec<Checked>> {
             path.display()
         );
     };
-    let ctx = LoadContext { root: &root, engines: &engines, cache: &cache, global: None };
+    let ctx = LoadContext { root: &root, engines: &engines, cache: &cache, calls: &Default::default(), global: None };
     let global = loader::load_layer(&ctx, Scope::Global, None);
     let ctx = LoadContext { global: Some(&global), ..ctx };
     let mut out = Vec::new();

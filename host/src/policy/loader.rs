@@ -285,6 +285,8 @@ pub struct LoadContext<'a> {
     pub root: &'a Path,
     pub engines: &'a Engines,
     pub cache: &'a CompileCache,
+    /// What the loaded policies' calls share: gates, breakers, metrics.
+    pub calls: &'a Arc<super::CallContext>,
     /// The global layer, against which a tenant's config is checked.
     pub global: Option<&'a Layer>,
 }
@@ -413,6 +415,7 @@ fn load_policy(
         compiled,
         average_us: Default::default(),
         stamp,
+        calls: Arc::clone(ctx.calls),
     }))
 }
 

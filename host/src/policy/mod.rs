@@ -24,6 +24,7 @@ pub mod wasm_engine;
 pub mod watcher;
 
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,17 @@ pub use registry::Registry;
 pub use snapshot::TenantSnapshot;
 
 use crate::domain::TenantId;
+use crate::metrics::Metrics;
+
+/// What every policy call of one application shares: the per-tenant call
+/// slots and breakers, and the metrics the calls are counted in. The app
+/// builds one and hands it to the registry, which gives it to every policy
+/// it loads.
+#[derive(Debug, Default)]
+pub struct CallContext {
+    pub gates: gate::Gates,
+    pub metrics: Arc<Metrics>,
+}
 
 /// What a policy decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
@@ -131,6 +143,8 @@ pub struct Policy {
     average_us: AtomicU64,
     /// The file as it was read, so a rescan need not read it again.
     stamp: Option<loader::FileStamp>,
+    /// The app's gates, breakers and metrics.
+    calls: Arc<CallContext>,
 }
 
 impl Policy {
@@ -147,6 +161,7 @@ impl Policy {
             compiled: self.compiled.clone(),
             average_us: AtomicU64::new(self.average_us.load(Ordering::Relaxed)),
             stamp: self.stamp,
+            calls: Arc::clone(&self.calls),
         }
     }
 }
@@ -240,6 +255,19 @@ impl FailureKind {
             FailureKind::CircuitOpen => "CIRCUIT_OPEN",
         }
     }
+
+    /// The metric label: the wire name in lower case.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            FailureKind::Deadline => "deadline",
+            FailureKind::Memory => "memory",
+            FailureKind::Trap => "trap",
+            FailureKind::PolicyError => "policy_error",
+            FailureKind::BadOutput => "bad_output",
+            FailureKind::OutputTooLarge => "output_too_large",
+            FailureKind::CircuitOpen => "circuit_open",
+        }
+    }
 }
 
 /// The outcome of one policy call, with how long it took.
@@ -258,30 +286,74 @@ impl Policy {
         limits: &Limits,
     ) -> Call<Vec<Candidate>> {
         debug_assert_eq!(self.kind, PolicyKind::Criterion);
-        if let Some(skipped) = self.tripped(input) {
-            return skipped;
-        }
-        let _slot = gate::enter(input.base.tenant_id).await;
-        let started = Instant::now();
-        let result = match &self.compiled {
-            Compiled::Rhai(p) => self
-                .run_rhai(p, input, config, limits)
-                .await
-                .and_then(|out| rhai_engine::RhaiPolicy::criterion_output(out, limits)),
-            Compiled::Wasm(p) => p.resolve_criterion(input, config, limits).await,
-        }
-        .and_then(|candidates| {
+        let run = async {
+            let candidates = match &self.compiled {
+                Compiled::Rhai(p) => self
+                    .run_rhai(p, input, config, limits)
+                    .await
+                    .and_then(|out| rhai_engine::RhaiPolicy::criterion_output(out, limits)),
+                Compiled::Wasm(p) => p.resolve_criterion(input, config, limits).await,
+            }?;
             if candidates.len() > limits.max_candidates {
-                Err(PolicyFailure::new(
+                return Err(PolicyFailure::new(
                     FailureKind::OutputTooLarge,
                     format!("returned {} candidates; at most {} are allowed", candidates.len(), limits.max_candidates),
-                ))
-            } else {
-                Ok(candidates)
+                ));
             }
-        });
-        self.record(input, started.elapsed(), result.as_ref().err());
-        Call { result, duration: started.elapsed() }
+            Ok(candidates)
+        };
+        self.guarded(input, run).await
+    }
+
+    /// Runs an attribute resolver: `Some(value)`, or `None` for "nothing".
+    pub async fn resolve_attribute(
+        &self,
+        input: &PreparedInput,
+        config: &Map<String, Value>,
+        limits: &Limits,
+    ) -> Call<Option<Value>> {
+        debug_assert_eq!(self.kind, PolicyKind::Attribute);
+        let run = async {
+            let value = match &self.compiled {
+                Compiled::Rhai(p) => {
+                    self.run_rhai(p, input, config, limits).await.and_then(rhai_engine::RhaiPolicy::attribute_output)
+                }
+                Compiled::Wasm(p) => p.resolve_attribute(input, config, limits).await,
+            }?;
+            check_output_size(value, limits)
+        };
+        self.guarded(input, run).await
+    }
+
+    /// What every call goes through, whatever the kind: the breaker (an open
+    /// one answers at once), the tenant's call slot, the clock, and the
+    /// record (breaker, running average, metrics).
+    async fn guarded<T>(&self, input: &PreparedInput, run: impl Future<Output = Result<T, PolicyFailure>>) -> Call<T> {
+        let tenant = input.base.tenant_id;
+        if let Some(wait) = self.calls.gates.breaker_open(tenant, &self.version) {
+            let failure = PolicyFailure::new(
+                FailureKind::CircuitOpen,
+                format!(
+                    "not run: it hit its deadline on its last {} calls; it runs again in {} ms",
+                    self.calls.gates.breaker_after(),
+                    wait.as_millis()
+                ),
+            );
+            self.record(tenant, Duration::ZERO, Some(&failure));
+            return Call { result: Err(failure), duration: Duration::ZERO };
+        }
+        let _slot = self.calls.gates.enter(tenant).await;
+        let started = Instant::now();
+        let result = run.await;
+        let duration = started.elapsed();
+        let failure = result.as_ref().err();
+        self.calls.gates.breaker_record(
+            tenant,
+            &self.version,
+            failure.is_some_and(|f| f.kind == FailureKind::Deadline),
+        );
+        self.record(tenant, duration, failure);
+        Call { result, duration }
     }
 
     /// Runs a Rhai call: inline while the policy is quick (a few µs, less
@@ -305,55 +377,12 @@ impl Policy {
             .unwrap_or_else(|_| Err(PolicyFailure::new(FailureKind::Trap, "the script's thread panicked")))
     }
 
-    /// The answer of a call the breaker skips, if it is open.
-    fn tripped<T>(&self, input: &PreparedInput) -> Option<Call<T>> {
-        let wait = gate::breaker_open(input.base.tenant_id, &self.version)?;
-        let failure = PolicyFailure::new(
-            FailureKind::CircuitOpen,
-            format!(
-                "not run: it hit its deadline on its last {} calls; it runs again in {} ms",
-                gate::breaker_after(),
-                wait.as_millis()
-            ),
-        );
-        self.record(input, Duration::ZERO, Some(&failure));
-        Some(Call { result: Err(failure), duration: Duration::ZERO })
-    }
-
-    fn record(&self, input: &PreparedInput, elapsed: Duration, failure: Option<&PolicyFailure>) {
-        let deadline = failure.is_some_and(|f| f.kind == FailureKind::Deadline);
-        if !failure.is_some_and(|f| f.kind == FailureKind::CircuitOpen) {
-            gate::breaker_record(input.base.tenant_id, &self.version, deadline);
-        }
+    fn record(&self, tenant: TenantId, elapsed: Duration, failure: Option<&PolicyFailure>) {
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let average = self.average_us.load(Ordering::Relaxed);
         self.average_us.store(average - average / 8 + us / 8, Ordering::Relaxed);
-        let tenant = input.base.tenant_id.to_string();
-        crate::metrics::METRICS.policy_call(&tenant, &self.name, self.engine, elapsed, failure);
-    }
-
-    /// Runs an attribute resolver: `Some(value)`, or `None` for "nothing".
-    pub async fn resolve_attribute(
-        &self,
-        input: &PreparedInput,
-        config: &Map<String, Value>,
-        limits: &Limits,
-    ) -> Call<Option<Value>> {
-        debug_assert_eq!(self.kind, PolicyKind::Attribute);
-        if let Some(skipped) = self.tripped(input) {
-            return skipped;
-        }
-        let _slot = gate::enter(input.base.tenant_id).await;
-        let started = Instant::now();
-        let result = match &self.compiled {
-            Compiled::Rhai(p) => {
-                self.run_rhai(p, input, config, limits).await.and_then(rhai_engine::RhaiPolicy::attribute_output)
-            }
-            Compiled::Wasm(p) => p.resolve_attribute(input, config, limits).await,
-        }
-        .and_then(|value| check_output_size(value, limits));
-        self.record(input, started.elapsed(), result.as_ref().err());
-        Call { result, duration: started.elapsed() }
+        let outcome = failure.map_or("ok", |f| f.kind.metric_label());
+        self.calls.metrics.policy_call(&tenant.to_string(), &self.name, self.engine.as_str(), elapsed, outcome);
     }
 
     /// The name, engine and version, as recorded with every decision.

@@ -57,6 +57,9 @@ pub struct RegistryOptions {
     pub limits: Limits,
     /// Where compiled Wasm components are kept across restarts, if anywhere.
     pub wasm_cache_dir: Option<PathBuf>,
+    /// What every policy call shares: the per-tenant gates and breakers, and
+    /// the metrics (the app's own, also in its state).
+    pub calls: Arc<super::CallContext>,
 }
 
 /// The policy registry.
@@ -108,6 +111,11 @@ impl Registry {
     /// The policies directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// What every policy call shares: gates, breakers and the app's metrics.
+    pub fn calls(&self) -> &Arc<super::CallContext> {
+        &self.options.calls
     }
 
     /// The tenant's current snapshot.
@@ -190,7 +198,7 @@ impl Registry {
     }
 
     fn context<'a>(&'a self, global: Option<&'a Layer>) -> LoadContext<'a> {
-        LoadContext { root: &self.root, engines: &self.engines, cache: &self.cache, global }
+        LoadContext { root: &self.root, engines: &self.engines, cache: &self.cache, calls: &self.options.calls, global }
     }
 
     fn publish(
@@ -208,12 +216,12 @@ impl Registry {
             // The state is still replaced, to keep what this read learnt
             // about the files (their stamps), so the next rescan can skip
             // reading them.
-            crate::metrics::METRICS.reloads.with_label_values(&["unchanged"]).inc();
+            self.options.calls.metrics.reloads.with_label_values(&["unchanged"]).inc();
             let state = build_state(current.generation, global, tenants, folder_errors, &self.options.limits);
             self.state.store(Arc::new(state));
             return current.generation;
         }
-        crate::metrics::METRICS.reloads.with_label_values(&["published"]).inc();
+        self.options.calls.metrics.reloads.with_label_values(&["published"]).inc();
         let generation = current.generation + 1;
         let state = build_state(generation, global, tenants, folder_errors, &self.options.limits);
         let known: BTreeSet<(&str, &str)> = current.errors().map(|e| (e.path.as_str(), e.message.as_str())).collect();
@@ -221,7 +229,7 @@ impl Registry {
             if !known.contains(&(error.path.as_str(), error.message.as_str())) {
                 self.load_errors.fetch_add(1, Ordering::Relaxed);
                 let layer = if error.path.starts_with("global/") { "global" } else { "tenant" };
-                crate::metrics::METRICS.load_errors.with_label_values(&[layer]).inc();
+                self.options.calls.metrics.load_errors.with_label_values(&[layer]).inc();
                 tracing::warn!(path = %error.path, line = ?error.line, column = ?error.column, "policy load error: {}", error.message);
             }
         }

@@ -80,10 +80,40 @@ pub async fn connect(url: &str, settings: &PoolSettings) -> anyhow::Result<PgPoo
         .context("failed to connect to Postgres")
 }
 
-/// The create path's pool, with the same connection settings as `pool`.
+/// The create path's pool, with the same connection settings, size, and
+/// lifetimes as `pool` (sqlx's defaults: 10 minutes idle, 30 minutes in all).
 pub fn fast_pool(pool: &PgPool, settings: &PoolSettings) -> fast_pool::FastPool {
     let options = (*pool.connect_options()).clone();
-    fast_pool::FastPool::new(options, settings.max_connections as usize, settings.acquire_timeout)
+    let pool_options = pool.options();
+    let defaults = fast_pool::FastPoolSettings::default();
+    fast_pool::FastPool::new(
+        options,
+        fast_pool::FastPoolSettings {
+            max: settings.max_connections as usize,
+            acquire_timeout: settings.acquire_timeout,
+            idle_timeout: pool_options.get_idle_timeout().unwrap_or(defaults.idle_timeout),
+            max_lifetime: pool_options.get_max_lifetime().unwrap_or(defaults.max_lifetime),
+            ..defaults
+        },
+    )
+}
+
+/// Whether Postgres answers a trivial query within `within`.
+pub async fn reachable(pool: &PgPool, within: Duration) -> bool {
+    tokio::time::timeout(within, sqlx::query("SELECT 1").execute(pool)).await.is_ok_and(|r| r.is_ok())
+}
+
+/// The gauges of both pools, for `/metrics`.
+pub fn pool_gauges(pool: &PgPool, fast: &fast_pool::FastPool) -> [(&'static str, crate::metrics::PoolGauges); 2] {
+    let idle = pool.num_idle();
+    let main = crate::metrics::PoolGauges {
+        in_use: (pool.size() as usize).saturating_sub(idle),
+        idle,
+        max: pool.options().get_max_connections() as usize,
+    };
+    let (in_use, idle) = fast.usage();
+    let create = crate::metrics::PoolGauges { in_use, idle, max: fast.max() };
+    [("main", main), ("create", create)]
 }
 
 /// Applies the pending migrations.

@@ -313,3 +313,32 @@ async fn a_policy_that_keeps_hitting_its_deadline_is_skipped_until_it_changes(po
     let tr = trace(&app, other, &b).await;
     assert_eq!(tr["target"]["criteria"][0]["error"]["kind"], "DEADLINE");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_breaker_opens_after_the_apps_own_setting_and_another_app_in_the_process_keeps_its_own(pool: PgPool) {
+    use reten_host::policy::gate::GateSettings;
+    let app = TestApp::with_gates(pool.clone(), GateSettings { per_tenant: 1, breaker_after: 2 }).await;
+    let (tenant, commerce) = app.seeded("breaker-two").await;
+    app.write_tenant_file(tenant, "criteria/spin.rhai", "fn resolve(input) { loop {} }");
+    let spin = json!([{"type": "SPIN"}]);
+    let mut kinds = Vec::new();
+    for i in 0..3 {
+        let b = create(&app, tenant, body_with(commerce, &format!("bt-{i}"), "WHATSAPP", spin.clone())).await;
+        let tr = trace(&app, tenant, &b).await;
+        kinds.push(tr["target"]["criteria"][0]["error"]["kind"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(kinds, ["DEADLINE", "DEADLINE", "CIRCUIT_OPEN"], "two deadlines open this app's breaker");
+
+    // A second app in the same process, breakers off: its own state, its own setting.
+    let off = TestApp::with_gates(pool, GateSettings { per_tenant: 1, breaker_after: 0 }).await;
+    let (tenant, commerce) = off.seeded("breaker-off").await;
+    off.write_tenant_file(tenant, "criteria/spin.rhai", "fn resolve(input) { loop {} }");
+    for i in 0..3 {
+        let b = create(&off, tenant, body_with(commerce, &format!("bo-{i}"), "WHATSAPP", spin.clone())).await;
+        let tr = trace(&off, tenant, &b).await;
+        assert_eq!(
+            tr["target"]["criteria"][0]["error"]["kind"], "DEADLINE",
+            "call {i}: a switched-off breaker never opens"
+        );
+    }
+}

@@ -92,20 +92,29 @@ impl TestApp {
         app
     }
 
+    /// An app over `pool` with a copy of the repository's policies whose
+    /// policy calls go through gates and breakers with these settings.
+    pub async fn with_gates(pool: PgPool, gates: reten_host::policy::gate::GateSettings) -> Self {
+        let policies = tempfile::tempdir().unwrap();
+        copy_dir(&repo_policies(), policies.path());
+        let calls = reten_host::policy::CallContext {
+            gates: reten_host::policy::gate::Gates::new(gates),
+            metrics: Default::default(),
+        };
+        Self::with_registry_options(pool, policies, RegistryOptions { calls: Arc::new(calls), ..Default::default() })
+            .await
+    }
+
     /// An app over `pool` with the given policies directory.
     pub async fn with_policies(pool: PgPool, policies: TempDir) -> Self {
-        let registry = Registry::load(policies.path(), RegistryOptions::default()).unwrap();
+        Self::with_registry_options(pool, policies, RegistryOptions::default()).await
+    }
+
+    /// An app over `pool` with the given policies directory and registry options.
+    pub async fn with_registry_options(pool: PgPool, policies: TempDir, options: RegistryOptions) -> Self {
+        let registry = Registry::load(policies.path(), options).unwrap();
         let auth = Authenticator::new(&JwtSettings { secret: Some(SECRET.into()), ..Default::default() }).unwrap();
-        let fast = Arc::new(reten_host::store::fast_pool(&pool, &Default::default()));
-        let state = AppState {
-            pool: pool.clone(),
-            fast,
-            registry: Arc::new(registry),
-            auth: Arc::new(auth),
-            tenants: Default::default(),
-            api_keys: Default::default(),
-            limits: Default::default(),
-        };
+        let state = AppState::new(pool.clone(), &Default::default(), Arc::new(registry), auth, Default::default());
         Self { router: api::router(state.clone()), state, pool, policies }
     }
 
@@ -223,6 +232,13 @@ impl TestApp {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, contents).unwrap();
         self.state.registry.reload_all();
+    }
+
+    /// The text of `GET /metrics`, read as a SUPER_ADMIN.
+    pub async fn metrics(&self) -> String {
+        let res = self.call(Method::GET, "/metrics", Some(&super_admin_token()), None, None).await;
+        res.assert_status(StatusCode::OK);
+        res.body.as_str().expect("the metrics are text").to_owned()
     }
 
     /// The number of rows in a table.
