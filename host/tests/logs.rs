@@ -152,7 +152,7 @@ async fn no_token_and_no_api_key_appears_in_the_logs(pool: PgPool) {
             ("the API key", key.clone()),
             ("the API key's secret part", key_secret),
             ("the near-miss key", near_miss),
-            ("the API key's hash", reten_host::api::api_keys::hash_key(&key)),
+            ("the API key's hash", reten_host::api::auth::hash_key(&key)),
         ];
         for (what, secret) in &secrets {
             assert!(!secret.is_empty());

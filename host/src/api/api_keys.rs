@@ -1,27 +1,20 @@
-//! `/api/api-keys`: tenant-bound keys for integrations, sent as `x-api-key`.
+//! `/api/api-keys`: the routes that create, list and revoke tenant-bound keys
+//! for integrations (verifying a presented key is `auth::api_key`'s job).
 //!
 //! Only the SHA-256 of a key is stored; the plaintext is shown once, in the
-//! create response. A key's permissions are a subset of its creator's. A
-//! presented key is looked up by its hash (cached for a few seconds, dropped
-//! at once when this process revokes it), and `lastUsedAt` is written at
-//! most once a minute per key rather than on every request.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+//! create response. A key's permissions are a subset of its creator's.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::auth::{Caller, Tenant, perm};
+use super::auth::{KEY_PREFIX, Tenant, hash_key, perm};
 use super::extract::{ApiPath, TypedBody, path_id};
 use super::openapi::{
     BadRequest, Forbidden, NotFound, PayloadTooLarge, TenantHeader, Unauthorized, Unavailable, UnsupportedMediaType,
@@ -31,96 +24,9 @@ use crate::domain::validation::Errors;
 use crate::domain::{Permission, PermissionSet, TenantId};
 use crate::store::api_keys::{self as store, ApiKeyRow, NewKey};
 
-/// Every key starts with this.
-pub const KEY_PREFIX: &str = "rtn_sk_";
-/// How long a looked-up key is trusted before it is read again.
-const CACHE_TTL: Duration = Duration::from_secs(5);
-/// How often `lastUsedAt` is written for one key, at most.
-const TOUCH_EVERY: Duration = Duration::from_secs(60);
-
 /// The API key routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::default().routes(routes!(create, list)).routes(routes!(revoke))
-}
-
-/// Verifies presented keys.
-#[derive(Debug, Default)]
-pub struct ApiKeys {
-    cache: Mutex<HashMap<String, (ApiKeyRow, Instant)>>,
-    touched: Mutex<HashMap<Uuid, Instant>>,
-}
-
-/// The SHA-256 of a key, in hex: what is stored and looked up.
-pub fn hash_key(plaintext: &str) -> String {
-    hex::encode(Sha256::digest(plaintext.as_bytes()))
-}
-
-impl ApiKeys {
-    /// The caller a presented key stands for, or 401.
-    pub async fn authenticate(&self, pool: &sqlx::PgPool, presented: &str) -> Result<Caller, ApiError> {
-        let presented = presented.trim();
-        if !presented.starts_with(KEY_PREFIX) || presented.len() > 200 {
-            return Err(ApiError::Unauthorized("the API key is malformed".into()));
-        }
-        let hash = hash_key(presented);
-        let cached = {
-            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            cache.get(&hash).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(row, _)| row.clone())
-        };
-        let row = match cached {
-            Some(row) => row,
-            None => {
-                let row = store::find_by_hash(pool, &hash)
-                    .await?
-                    .ok_or_else(|| ApiError::Unauthorized("the API key is invalid".into()))?;
-                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-                if cache.len() > 10_000 {
-                    cache.clear();
-                }
-                cache.insert(hash, (row.clone(), Instant::now()));
-                row
-            }
-        };
-        if row.revoked_at.is_some() {
-            return Err(ApiError::Unauthorized("the API key has been revoked".into()));
-        }
-        let now = Utc::now();
-        if row.expires_at.is_some_and(|at| at <= now) {
-            return Err(ApiError::Unauthorized("the API key has expired".into()));
-        }
-        self.touch(pool, &row, now).await;
-        Ok(Caller {
-            sub: row.user_sub.clone(),
-            tenant_ids: vec![row.tenant_id],
-            permissions: row.permissions.iter().filter_map(|p| Permission::parse(p)).collect(),
-            super_admin: false,
-            api_key: Some((row.tenant_id, row.id)),
-        })
-    }
-
-    /// Writes `lastUsedAt`, at most once per [`TOUCH_EVERY`] per key.
-    async fn touch(&self, pool: &sqlx::PgPool, row: &ApiKeyRow, now: DateTime<Utc>) {
-        let due = {
-            let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
-            match touched.get(&row.id) {
-                Some(at) if at.elapsed() < TOUCH_EVERY => false,
-                _ => {
-                    touched.insert(row.id, Instant::now());
-                    true
-                }
-            }
-        };
-        if due && let Err(e) = store::touch(pool, row.tenant_id, row.id, now).await {
-            // Bookkeeping only: the request goes on.
-            tracing::warn!(error = %e, key_id = %row.id, "failed to record an API key's last use");
-        }
-    }
-
-    /// Forgets a key at once (after a revoke).
-    fn forget(&self, id: Uuid) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.retain(|_, (row, _)| row.id != id);
-    }
 }
 
 /// The body of `POST /api/api-keys` (camelCase, as documented).
@@ -331,29 +237,4 @@ async fn revoke(
     state.api_keys.forget(id);
     tracing::info!(tenant_id = %ctx.tenant_id, key_id = %id, "API key revoked");
     Ok(Json(Revoked { message: "API key revoked successfully" }))
-}
-
-impl Caller {
-    /// Whether the caller is an API key rather than a user's token.
-    pub fn is_api_key(&self) -> bool {
-        self.api_key.is_some()
-    }
-}
-
-/// The header that carries an API key.
-pub const API_KEY_HEADER: &str = "x-api-key";
-
-/// `Caller` for a request with `x-api-key`: the key's tenant and permissions.
-pub async fn caller_from_key(state: &AppState, value: &axum::http::HeaderValue) -> Result<Caller, ApiError> {
-    let text = value.to_str().map_err(|_| ApiError::Unauthorized("the API key is malformed".into()))?;
-    state.api_keys.authenticate(&state.pool, text).await
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn hashes_are_hex_sha256() {
-        assert_eq!(super::hash_key("rtn_sk_x").len(), 64);
-        assert_ne!(super::hash_key("rtn_sk_x"), super::hash_key("rtn_sk_y"));
-    }
 }

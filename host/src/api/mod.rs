@@ -41,7 +41,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub auth: Arc<auth::Authenticator>,
     pub tenants: Arc<auth::TenantCache>,
-    pub api_keys: Arc<api_keys::ApiKeys>,
+    pub api_keys: Arc<auth::ApiKeys>,
     pub limits: Arc<limits::Limiter>,
     /// The app's metrics (the policy registry records into the same).
     pub metrics: Arc<crate::metrics::Metrics>,

@@ -107,7 +107,7 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             API_KEY,
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
-                super::api_keys::API_KEY_HEADER,
+                super::auth::API_KEY_HEADER,
                 "A key from `POST /api/api-keys` (`rtn_sk_…`): acts for its tenant with its permissions; \
                  `x-tenant-id` is then optional.",
             ))),

@@ -380,7 +380,14 @@ impl Policy {
     fn record(&self, tenant: TenantId, elapsed: Duration, failure: Option<&PolicyFailure>) {
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let average = self.average_us.load(Ordering::Relaxed);
-        self.average_us.store(average - average / 8 + us / 8, Ordering::Relaxed);
+        let mut next = average - average / 8 + us / 8;
+        if failure.is_some_and(|f| f.kind == FailureKind::Deadline) {
+            // A call stopped at its deadline or its operation budget is slow
+            // whatever it measured: the budget can run out in a few ms, which
+            // one eighth of would not tip the average.
+            next = next.max(OFFLOAD_AFTER_US);
+        }
+        self.average_us.store(next, Ordering::Relaxed);
         let outcome = failure.map_or("ok", |f| f.kind.metric_label());
         self.calls.metrics.policy_call(&tenant.to_string(), &self.name, self.engine.as_str(), elapsed, outcome);
     }

@@ -56,7 +56,7 @@ async fn an_api_key_works_without_a_tenant_header_within_its_permissions_until_r
     let dump: String =
         sqlx::query_scalar("SELECT row_to_json(k)::text FROM api_keys k").fetch_one(&app.pool).await.unwrap();
     assert!(!dump.contains(&key[7..]), "the secret part of the key is not stored");
-    assert_eq!(rows[0].1, reten_host::api::api_keys::hash_key(&key));
+    assert_eq!(rows[0].1, reten_host::api::auth::hash_key(&key));
 
     let res = with_key(&app, Method::POST, "/api/activities", &key, Some(&seed_body(commerce, "key-1"))).await;
     res.assert_status(StatusCode::CREATED);
