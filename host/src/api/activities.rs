@@ -16,10 +16,7 @@ use uuid::Uuid;
 
 use super::auth::{Tenant, perm};
 use super::extract::{ApiPath, JsonBody, ListResponse, PageQuery, QueryParams, path_id};
-use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, TenantHeader, Unauthorized, Unavailable,
-    UnsupportedMediaType,
-};
+use super::openapi::{BadRequest, Conflict, NotFound, PayloadTooLarge, TenantHeader, UnsupportedMediaType};
 use super::views::{
     ActivityDetail, ActivitySummary, AttributeDecisionView, AttributeView, CreatedActivity, EventView,
     TargetDecisionView, TargetUserView,
@@ -161,13 +158,10 @@ async fn decide(state: &AppState, tenant: TenantId, body: &Value, fast_path: boo
             headers(("Location" = String, description = "`/api/activities/{id}`")),
             example = json!(super::views::examples::created_activity())),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -203,9 +197,9 @@ async fn create(
 
     let body = CreatedActivity {
         id,
-        activity_type: activity.activity_type.as_str(),
-        channel: activity.channel.as_str(),
-        status: resolution.status.as_str(),
+        activity_type: activity.activity_type,
+        channel: activity.channel,
+        status: resolution.status,
         reason: activity.reason.clone(),
         idempotency_key: activity.idempotency_key.clone(),
         scheduled_at: activity.scheduled_at,
@@ -260,12 +254,9 @@ pub struct Preview {
     responses(
         (status = 200, description = "What a create would decide, and why.", body = Preview),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -293,10 +284,7 @@ async fn preview(
     responses(
         (status = 200, description = "One page of activities.", body = ListResponse<ActivitySummary>),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -335,10 +323,7 @@ async fn load(state: &AppState, ctx: &Tenant<perm::ViewActivities>, raw: &str) -
     responses(
         (status = 200, description = "The activity, with its target users, attributes and resolution trace.", body = ActivityDetail),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -363,10 +348,7 @@ async fn detail(
     responses(
         (status = 200, description = "The target users.", body = Vec<TargetUserView>),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -390,10 +372,7 @@ async fn target_users(
     responses(
         (status = 200, description = "The attributes, in request order.", body = Vec<AttributeView>),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -417,10 +396,7 @@ async fn attributes(
     responses(
         (status = 200, description = "The status events.", body = Vec<EventView>),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]

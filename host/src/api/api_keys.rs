@@ -16,9 +16,7 @@ use uuid::Uuid;
 
 use super::auth::{KEY_PREFIX, Tenant, hash_key, perm};
 use super::extract::{ApiPath, TypedBody, path_id};
-use super::openapi::{
-    BadRequest, Forbidden, NotFound, PayloadTooLarge, TenantHeader, Unauthorized, Unavailable, UnsupportedMediaType,
-};
+use super::openapi::{BadRequest, NotFound, PayloadTooLarge, TenantHeader, UnsupportedMediaType};
 use super::{ApiError, AppState};
 use crate::domain::validation::Errors;
 use crate::domain::{Permission, PermissionSet, TenantId};
@@ -120,12 +118,9 @@ pub struct Revoked {
     responses(
         (status = 201, description = "Created; `plaintextKey` is shown this once.", body = CreatedKey),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -192,10 +187,7 @@ async fn create(
     responses(
         (status = 200, description = "The caller's keys (never their plaintext).", body = Vec<KeyView>),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -214,10 +206,7 @@ async fn list(ctx: Tenant<perm::ManageApiKeys>, State(state): State<AppState>) -
     responses(
         (status = 200, description = "Revoked.", body = Revoked),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]

@@ -13,10 +13,7 @@ use uuid::Uuid;
 
 use super::auth::{Tenant, perm};
 use super::extract::{ApiPath, ListResponse, PageQuery, QueryParams, TypedBody, parse_bool, path_id};
-use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, TenantHeader, Unauthorized, Unavailable,
-    UnsupportedMediaType,
-};
+use super::openapi::{BadRequest, Conflict, NotFound, PayloadTooLarge, TenantHeader, UnsupportedMediaType};
 use super::{ApiError, AppState};
 use crate::domain::commerce::{CommercePatch, SyncRequest};
 use crate::domain::{CommerceId, ContactType, UserRole};
@@ -65,13 +62,10 @@ pub struct SyncResult {
     responses(
         (status = 201, description = "Synced: how many commerces were created and updated.", body = SyncResult),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -132,10 +126,7 @@ impl From<CommerceRow> for CommerceView {
     responses(
         (status = 200, description = "One page of commerces.", body = ListResponse<CommerceView>),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -287,10 +278,7 @@ impl From<CommerceDetail> for CommerceDetailView {
     responses(
         (status = 200, description = "The commerce, with its addresses and users.", body = CommerceDetailView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -316,13 +304,10 @@ async fn detail(
     responses(
         (status = 200, description = "The commerce as updated.", body = CommerceView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::{Tenant, perm};
-use super::openapi::{BadRequest, Forbidden, NotFound, TenantHeader, Unauthorized, Unavailable};
+use super::openapi::{BadRequest, NotFound, TenantHeader};
 use crate::domain::{AttributeStrategy, Channel, ResolutionStrategy, ResolverType, TenantId, attribute_key_id};
 use crate::policy::snapshot::ConfigSource;
 use crate::policy::{EngineKind, Origin, Policy, TenantSnapshot};
@@ -103,10 +103,7 @@ pub struct CriterionView {
     responses(
         (status = 200, description = "The configs, active ones first, by priority.", body = Vec<TargetConfigView>),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -168,10 +165,7 @@ pub struct AttributeKeyView {
     responses(
         (status = 200, description = "Every attribute key: the global catalogue plus the tenant's keys.", body = Vec<AttributeKeyView>),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -259,10 +253,7 @@ fn attribute_policy(tenant: TenantId, snapshot: &TenantSnapshot, key: &str, labe
     responses(
         (status = 200, description = "One per catalogue key.", body = Vec<AttributePolicyView>),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]

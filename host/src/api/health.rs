@@ -117,8 +117,6 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) 
     tag = "health",
     security(("bearerAuth" = [])),
     responses(
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
         (status = 200, description = "The metrics, in the Prometheus text format.", body = String,
         content_type = "text/plain; version=0.0.4",
         example = json!("# TYPE reten_http_requests_total counter\nreten_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1\n")))

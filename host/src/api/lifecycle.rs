@@ -14,17 +14,11 @@ use uuid::Uuid;
 
 use super::auth::{Tenant, perm};
 use super::extract::{ApiPath, TypedBody, path_id};
-use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, TenantHeader, Unauthorized, Unavailable,
-    UnsupportedMediaType,
-};
+use super::openapi::{BadRequest, Conflict, NotFound, PayloadTooLarge, TenantHeader, UnsupportedMediaType};
 use super::views::{ActivityDetail, TargetUserView};
 use super::{ApiError, AppState};
 use crate::domain::activity::NewActivity;
-use crate::domain::{
-    ActivityId, ActivityStatus, ActivityType, AttributeStatus, Channel, LockReason, ResolutionStrategy, TargetStatus,
-    TenantId,
-};
+use crate::domain::{ActivityId, ActivityStatus, AttributeStatus, LockReason, TargetStatus, TenantId};
 use crate::resolve::{self, TargetDecision};
 use crate::store::activities::{self as store, ActivityRow};
 use crate::store::transitions::{self, Assignment, RetryOutcome, TransitionError};
@@ -58,11 +52,10 @@ async fn detail(state: &AppState, tenant: TenantId, id: ActivityId) -> Result<Js
 }
 
 /// The request an activity was created from, as stored: what a retry replays.
-fn replay(row: &ActivityRow) -> Result<NewActivity, ApiError> {
-    let corrupt = |what: &str| ApiError::Internal(anyhow::anyhow!("stored activity {} has a bad {what}", row.id));
-    Ok(NewActivity {
-        activity_type: ActivityType::parse(&row.activity_type).ok_or_else(|| corrupt("type"))?,
-        channel: Channel::parse(&row.channel).ok_or_else(|| corrupt("channel"))?,
+fn replay(row: &ActivityRow) -> NewActivity {
+    NewActivity {
+        activity_type: row.activity_type,
+        channel: row.channel,
         reason: row.reason.clone(),
         commerce_id: row.commerce_id,
         idempotency_key: row.idempotency_key.clone(),
@@ -74,7 +67,7 @@ fn replay(row: &ActivityRow) -> Result<NewActivity, ApiError> {
         target_criteria: row.target_criteria.as_ref().map(|c| c.0.clone()),
         attribute_keys: row.attribute_keys.clone(),
         attributes: row.caller_attributes.0.clone(),
-    })
+    }
 }
 
 /// Retry the resolution of an UNRESOLVED activity.
@@ -92,11 +85,8 @@ fn replay(row: &ActivityRow) -> Result<NewActivity, ApiError> {
     responses(
         (status = 200, description = "The activity after the retry.", body = ActivityDetail),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -107,13 +97,13 @@ async fn retry(
 ) -> Result<Json<ActivityDetail>, ApiError> {
     let tenant = ctx.tenant_id;
     let row = load(&state, tenant, &raw).await?;
-    if row.status != ActivityStatus::Unresolved.as_str() {
+    if row.status != ActivityStatus::Unresolved {
         return Err(ApiError::BadRequest(format!(
             "only UNRESOLVED activities can be retried; this one is {}",
             row.status
         )));
     }
-    let activity = replay(&row)?;
+    let activity = replay(&row);
     let targets = store::target_users(&state.pool, tenant, row.id).await?;
     let attributes = store::attributes(&state.pool, tenant, row.id).await?;
     let (commerce, history) = crate::store::commerces::load_for_resolution(&state.fast, tenant, row.commerce_id)
@@ -125,7 +115,7 @@ async fn retry(
 
     let mut target_decisions = Vec::new();
     let mut target_traces = Vec::new();
-    for t in targets.iter().filter(|t| t.resolution_status == TargetStatus::Failed.as_str()) {
+    for t in targets.iter().filter(|t| t.resolution_status == TargetStatus::Failed) {
         let (decision, trace) = resolve::target::resolve_target(
             &snapshot,
             &input,
@@ -139,7 +129,7 @@ async fn retry(
     }
     let mut attribute_decisions = Vec::new();
     let mut attribute_traces = Vec::new();
-    for a in attributes.iter().filter(|a| a.resolution_status == AttributeStatus::Failed.as_str()) {
+    for a in attributes.iter().filter(|a| a.resolution_status == AttributeStatus::Failed) {
         let (decision, trace) =
             resolve::attributes::resolve_attribute(&snapshot, &input, &a.key, activity.caller_attribute(&a.key)).await;
         attribute_decisions.push((a.id, decision));
@@ -204,13 +194,10 @@ pub struct ResolveTargetUser {
     responses(
         (status = 200, description = "The target user, locked to the chosen commerce user.", body = TargetUserView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -223,7 +210,7 @@ async fn resolve_target_user(
     let tenant = ctx.tenant_id;
     let row = load(&state, tenant, &raw).await?;
     let target_id = path_id("targetUserId", &raw_target, Uuid::parse_str)?;
-    let from = ActivityStatus::parse(&row.status).unwrap_or(ActivityStatus::Failed);
+    let from = row.status;
     if !matches!(from, ActivityStatus::Ready | ActivityStatus::Unresolved) {
         return Err(ApiError::BadRequest(format!(
             "target users can be resolved only on READY or UNRESOLVED activities; this one is {}",
@@ -235,8 +222,8 @@ async fn resolve_target_user(
         .iter()
         .find(|t| t.id == target_id)
         .ok_or_else(|| ApiError::NotFound(format!("target user {target_id} of activity {} was not found", row.id)))?;
-    let open = [TargetStatus::Pending.as_str(), TargetStatus::Failed.as_str()];
-    if !open.contains(&target.resolution_status.as_str()) || target.locked_at.is_some() {
+    let open = [TargetStatus::Pending, TargetStatus::Failed];
+    if !open.contains(&target.resolution_status) || target.locked_at.is_some() {
         return Err(ApiError::BadRequest(format!(
             "only PENDING or FAILED target users that are not locked can be resolved; this one is {}",
             target.resolution_status
@@ -248,14 +235,13 @@ async fn resolve_target_user(
         Some(true) => {}
     }
     let attributes = store::attributes(&state.pool, tenant, row.id).await?;
-    let other_failures =
-        targets.iter().any(|t| t.id != target_id && t.resolution_status == TargetStatus::Failed.as_str())
-            || attributes.iter().any(|a| a.resolution_status == AttributeStatus::Failed.as_str());
+    let other_failures = targets.iter().any(|t| t.id != target_id && t.resolution_status == TargetStatus::Failed)
+        || attributes.iter().any(|a| a.resolution_status == AttributeStatus::Failed);
     let to = if from == ActivityStatus::Unresolved && !other_failures { ActivityStatus::Ready } else { from };
     let decision = TargetDecision {
         commerce_user_id: Some(crate::domain::CommerceUserId(body.commerce_user_id)),
         status: TargetStatus::Locked,
-        strategy: ResolutionStrategy::parse(&target.resolution_strategy).unwrap_or(ResolutionStrategy::Manual),
+        strategy: target.resolution_strategy,
         lock_reason: Some(LockReason::ManualAssignment),
         criterion_type: None,
         policy: None,
@@ -268,7 +254,7 @@ async fn resolve_target_user(
         from,
         to,
         commerce_id: row.commerce_id,
-        channel: &row.channel,
+        channel: row.channel.as_str(),
     };
     transitions::apply_assignment(&state.pool, tenant, row.id, &assignment).await?;
     tracing::info!(tenant_id = %tenant, activity_id = %row.id, %target_id, "target user assigned by hand");
@@ -290,10 +276,7 @@ async fn resolve_target_user(
     responses(
         (status = 200, description = "The canceled activity.", body = ActivityDetail),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]

@@ -347,10 +347,13 @@ problem_response!(
     )
 );
 
-/// Declares the answers the request guard ([`super::limits`]) may give on
-/// any operation, so each operation lists every status it can return: 431
-/// everywhere; 503 (at capacity, or past the request deadline) everywhere
-/// but health, readiness and metrics; 429 on every tenant route.
+/// Declares, once for every operation, the answers the guards give before
+/// any handler runs, so each operation lists every status it can return
+/// without repeating them: 431 everywhere; 401 and 403 on every operation
+/// that takes credentials; 404 (unknown tenant) and 429 on every tenant
+/// route; 503 (at capacity, or past the request deadline) everywhere but
+/// health, readiness and metrics. An operation's own answer for a status
+/// (a 404 naming what was not found) is kept.
 pub fn add_guard_responses(doc: &mut Document) {
     for (path, item) in doc.paths.paths.iter_mut() {
         let exempt = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
@@ -367,15 +370,23 @@ pub fn add_guard_responses(doc: &mut Document) {
         .into_iter()
         .flatten()
         {
-            let responses = &mut op.responses.responses;
-            let refer = |name: &str| RefOr::Ref(Ref::from_response_name(name));
-            responses.entry("431".into()).or_insert_with(|| refer("HeadersTooLarge"));
-            if !exempt {
-                responses.entry("503".into()).or_insert_with(|| refer("Unavailable"));
-            }
+            let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
             let tenant_route = op.parameters.iter().flatten().any(|p| p.name == super::auth::TENANT_HEADER);
+            let responses = &mut op.responses.responses;
+            let mut add = |status: &str, name: &str| {
+                responses.entry(status.into()).or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+            };
+            add("431", "HeadersTooLarge");
+            if secured {
+                add("401", "Unauthorized");
+                add("403", "Forbidden");
+            }
             if tenant_route {
-                responses.entry("429".into()).or_insert_with(|| refer("TooManyRequests"));
+                add("404", "NotFound");
+                add("429", "TooManyRequests");
+            }
+            if !exempt {
+                add("503", "Unavailable");
             }
         }
     }

@@ -22,10 +22,7 @@ use utoipa_axum::routes;
 use super::auth::{SuperAdmin, Tenant, perm};
 use super::config_views::PolicyOrigin;
 use super::extract::{ApiPath, RawBody};
-use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PolicyBytes, TenantHeader, Unauthorized, Unavailable,
-    Unprocessable,
-};
+use super::openapi::{BadRequest, Conflict, NotFound, PayloadTooLarge, PolicyBytes, TenantHeader, Unprocessable};
 use super::{ApiError, AppState};
 use crate::domain::TenantId;
 use crate::domain::validation::FieldError;
@@ -183,10 +180,7 @@ fn listing(state: &RegistryState, load_errors_total: u64, scope: Scope) -> Polic
         (status = 200, description = "The global policies with the tenant's on top, and the load errors.",
             body = PolicyListing),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -203,9 +197,6 @@ async fn list_tenant(ctx: Tenant<perm::ManageActivityConfig>, State(state): Stat
     tag = "policies",
     responses(
         (status = 200, description = "The global layer, and the load errors of every layer.", body = PolicyListing),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []))
 )]
@@ -240,13 +231,10 @@ pub struct UploadView {
         (status = 200, description = "Replaced; the new version serves.", body = UploadView),
         (status = 201, description = "Created; it serves.", body = UploadView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -274,12 +262,9 @@ async fn upload_tenant(
         (status = 200, description = "Replaced; the new version serves.", body = UploadView),
         (status = 201, description = "Created; it serves.", body = UploadView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []))
 )]
@@ -379,10 +364,7 @@ pub struct DeleteView {
     responses(
         (status = 200, description = "Deleted; the reload is done.", body = DeleteView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -404,10 +386,7 @@ async fn delete_tenant(
     responses(
         (status = 200, description = "Deleted; the reload is done.", body = DeleteView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []))
 )]

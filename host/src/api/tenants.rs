@@ -11,9 +11,7 @@ use utoipa_axum::routes;
 
 use super::auth::{Permitted, perm};
 use super::extract::TypedBody;
-use super::openapi::{
-    BadRequest, Conflict, Forbidden, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
-};
+use super::openapi::{BadRequest, Conflict, PayloadTooLarge, UnsupportedMediaType};
 use super::{ApiError, AppState};
 use crate::domain::TenantId;
 use crate::domain::validation::Errors;
@@ -71,12 +69,9 @@ fn is_slug(s: &str) -> bool {
     responses(
         (status = 201, description = "The tenant, created.", body = TenantView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]

@@ -44,13 +44,10 @@ pub struct CommerceSummary {
 pub struct CreatedActivity {
     pub id: ActivityId,
     #[serde(rename = "type")]
-    #[schema(value_type = ActivityType)]
-    pub activity_type: &'static str,
-    #[schema(value_type = Channel)]
-    pub channel: &'static str,
+    pub activity_type: ActivityType,
+    pub channel: Channel,
     /// `READY`, or `UNRESOLVED` when a target user or an attribute failed.
-    #[schema(value_type = ActivityStatus)]
-    pub status: &'static str,
+    pub status: ActivityStatus,
     pub reason: String,
     pub idempotency_key: String,
     #[serde(with = "crate::domain::time::millis")]
@@ -68,12 +65,9 @@ pub struct CreatedActivity {
 pub struct ActivitySummary {
     pub id: ActivityId,
     #[serde(rename = "type")]
-    #[schema(value_type = ActivityType)]
-    pub activity_type: String,
-    #[schema(value_type = Channel)]
-    pub channel: String,
-    #[schema(value_type = ActivityStatus)]
-    pub status: String,
+    pub activity_type: ActivityType,
+    pub channel: Channel,
+    pub status: ActivityStatus,
     pub reason: String,
     pub idempotency_key: String,
     #[serde(with = "crate::domain::time::millis")]
@@ -113,12 +107,9 @@ fn assignment(id: CommerceId, name: Option<String>, external_id: Option<String>)
 pub struct ActivityDetail {
     pub id: ActivityId,
     #[serde(rename = "type")]
-    #[schema(value_type = ActivityType)]
-    pub activity_type: String,
-    #[schema(value_type = Channel)]
-    pub channel: String,
-    #[schema(value_type = ActivityStatus)]
-    pub status: String,
+    pub activity_type: ActivityType,
+    pub channel: Channel,
+    pub status: ActivityStatus,
     pub reason: String,
     pub idempotency_key: String,
     #[serde(with = "crate::domain::time::millis")]
@@ -179,18 +170,14 @@ impl ActivityDetail {
 #[serde(rename_all = "camelCase")]
 pub struct TargetDecisionView {
     pub commerce_user_id: Option<Uuid>,
-    #[schema(value_type = TargetStatus)]
-    pub resolution_status: String,
-    #[schema(value_type = ResolutionStrategy)]
-    pub resolution_strategy: String,
-    #[schema(value_type = Option<LockReason>)]
-    pub lock_reason: Option<String>,
+    pub resolution_status: TargetStatus,
+    pub resolution_strategy: ResolutionStrategy,
+    pub lock_reason: Option<LockReason>,
     /// The criterion type that chose the user, when a criterion did.
     pub criterion_type: Option<String>,
     /// The policy (name, engine, sha256) that chose the user, when one did.
     pub policy_name: Option<String>,
-    #[schema(value_type = Option<EngineKind>)]
-    pub policy_engine: Option<String>,
+    pub policy_engine: Option<EngineKind>,
     /// The sha256 of the policy file, in hex.
     pub policy_version: Option<String>,
     #[serde(with = "crate::domain::time::millis_opt")]
@@ -208,12 +195,12 @@ impl TargetDecisionView {
         let decided = t.commerce_user_id.and(at);
         Self {
             commerce_user_id: t.commerce_user_id.map(|u| u.0),
-            resolution_status: t.status.as_str().to_owned(),
-            resolution_strategy: t.strategy.as_str().to_owned(),
-            lock_reason: t.lock_reason.map(|r| r.as_str().to_owned()),
+            resolution_status: t.status,
+            resolution_strategy: t.strategy,
+            lock_reason: t.lock_reason,
             criterion_type: t.criterion_type.clone(),
             policy_name: t.policy.as_ref().map(|p| p.name.clone()),
-            policy_engine: t.policy.as_ref().map(|p| p.engine.as_str().to_owned()),
+            policy_engine: t.policy.as_ref().map(|p| p.engine),
             policy_version: t.policy.as_ref().map(|p| p.version.clone()),
             resolved_at: decided,
             locked_at: decided,
@@ -297,13 +284,10 @@ pub struct AttributeDecisionView {
     /// Any JSON value, or `null` when none was resolved.
     #[schema(value_type = Value)]
     pub value: Option<Value>,
-    #[schema(value_type = AttributeStatus)]
-    pub resolution_status: String,
-    #[schema(value_type = Option<ResolverType>)]
-    pub resolver_type: Option<String>,
+    pub resolution_status: AttributeStatus,
+    pub resolver_type: Option<ResolverType>,
     pub policy_name: Option<String>,
-    #[schema(value_type = Option<EngineKind>)]
-    pub policy_engine: Option<String>,
+    pub policy_engine: Option<EngineKind>,
     /// The sha256 of the policy file, in hex.
     pub policy_version: Option<String>,
     #[serde(with = "crate::domain::time::millis_opt")]
@@ -318,10 +302,10 @@ impl AttributeDecisionView {
             key: a.key.clone(),
             attribute_key_id: attribute_key_id(&a.key),
             value: a.value.clone(),
-            resolution_status: a.status.as_str().to_owned(),
-            resolver_type: a.resolver_type.map(|r| r.as_str().to_owned()),
+            resolution_status: a.status,
+            resolver_type: a.resolver_type,
             policy_name: a.policy.as_ref().map(|p| p.name.clone()),
-            policy_engine: a.policy.as_ref().map(|p| p.engine.as_str().to_owned()),
+            policy_engine: a.policy.as_ref().map(|p| p.engine),
             policy_version: a.policy.as_ref().map(|p| p.version.clone()),
             resolved_at: a.value.as_ref().and(at),
             error_message: a.error_message.clone(),
@@ -384,12 +368,9 @@ impl AttributeView {
 #[serde(rename_all = "camelCase")]
 pub struct EventView {
     pub id: Uuid,
-    #[schema(value_type = EventType)]
-    pub event_type: String,
-    #[schema(value_type = Option<ActivityStatus>)]
-    pub from_status: Option<String>,
-    #[schema(value_type = ActivityStatus)]
-    pub to_status: String,
+    pub event_type: EventType,
+    pub from_status: Option<ActivityStatus>,
+    pub to_status: ActivityStatus,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     #[serde(with = "crate::domain::time::millis")]

@@ -12,7 +12,11 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::domain::activity::{CallerAttribute, NewActivity, TargetCriterion};
-use crate::domain::{ActivityId, ActivityStatus, ActivityType, Channel, CommerceId, TenantId, attribute_key_id};
+use crate::domain::{
+    ActivityId, ActivityStatus, ActivityType, AttributeStatus, Channel, CommerceId, EventType, LockReason,
+    ResolutionStrategy, ResolverType, TargetStatus, TenantId, attribute_key_id,
+};
+use crate::policy::EngineKind;
 use crate::resolve::{AttributeDecision, Resolution, TargetDecision};
 
 use super::Page;
@@ -231,9 +235,9 @@ pub struct ActivityRow {
     pub id: ActivityId,
     pub idempotency_key: String,
     #[sqlx(rename = "type")]
-    pub activity_type: String,
-    pub channel: String,
-    pub status: String,
+    pub activity_type: ActivityType,
+    pub channel: Channel,
+    pub status: ActivityStatus,
     pub reason: String,
     pub commerce_id: CommerceId,
     pub commerce_name: Option<String>,
@@ -348,12 +352,12 @@ pub struct TargetUserRow {
     pub commerce_user_id: Option<Uuid>,
     pub commerce_user_name: Option<String>,
     pub commerce_user_external_id: Option<String>,
-    pub resolution_status: String,
-    pub resolution_strategy: String,
-    pub lock_reason: Option<String>,
+    pub resolution_status: TargetStatus,
+    pub resolution_strategy: ResolutionStrategy,
+    pub lock_reason: Option<LockReason>,
     pub criterion_type: Option<String>,
     pub policy_name: Option<String>,
-    pub policy_engine: Option<String>,
+    pub policy_engine: Option<EngineKind>,
     pub policy_version: Option<String>,
     pub resolved_at: Option<DateTime<Utc>>,
     pub locked_at: Option<DateTime<Utc>>,
@@ -392,10 +396,10 @@ pub struct AttributeRow {
     pub key: String,
     pub attribute_key_id: Uuid,
     pub value: Option<Json<Value>>,
-    pub resolution_status: String,
-    pub resolver_type: Option<String>,
+    pub resolution_status: AttributeStatus,
+    pub resolver_type: Option<ResolverType>,
     pub policy_name: Option<String>,
-    pub policy_engine: Option<String>,
+    pub policy_engine: Option<EngineKind>,
     pub policy_version: Option<String>,
     pub resolved_at: Option<DateTime<Utc>>,
     pub error_message: Option<String>,
@@ -424,9 +428,9 @@ pub async fn attributes(
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct EventRow {
     pub id: Uuid,
-    pub event_type: String,
-    pub from_status: Option<String>,
-    pub to_status: String,
+    pub event_type: EventType,
+    pub from_status: Option<ActivityStatus>,
+    pub to_status: ActivityStatus,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub occurred_at: DateTime<Utc>,
