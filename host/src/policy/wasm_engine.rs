@@ -323,21 +323,13 @@ impl WasmPolicy {
             return Err(PolicyFailure::new(FailureKind::Trap, "this component is not a criterion"));
         };
         let wit_input = input.wasm(config);
-        let _slot = self.engine.slots.acquire().await.map_err(|_| shutting_down())?;
-        let mut call = self.start(limits);
-        let result = async {
-            let instance = pre.instantiate_async(&mut call.store).await?;
-            instance.call_resolve(&mut call.store, &wit_input).await
-        }
-        .await;
-        match result {
-            Ok(Ok(candidates)) => Ok(candidates
-                .into_iter()
-                .map(|c| Candidate { commerce_user_id: c.commerce_user_id, note: c.note })
-                .collect()),
-            Ok(Err(e)) => Err(policy_error(e)),
-            Err(e) => Err(call.failure(&e)),
-        }
+        let candidates = self
+            .call(limits, async |store| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.call_resolve(store, &wit_input).await
+            })
+            .await?;
+        Ok(candidates.into_iter().map(|c| Candidate { commerce_user_id: c.commerce_user_id, note: c.note }).collect())
     }
 
     /// Runs the component as an attribute resolver.
@@ -351,30 +343,36 @@ impl WasmPolicy {
             return Err(PolicyFailure::new(FailureKind::Trap, "this component is not an attribute resolver"));
         };
         let wit_input = input.wasm(config);
+        let text = self
+            .call(limits, async |store| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.call_resolve(store, &wit_input).await
+            })
+            .await?;
+        let Some(text) = text else { return Ok(None) };
+        if text.len() > limits.max_output_bytes {
+            return Err(PolicyFailure::new(
+                FailureKind::OutputTooLarge,
+                format!("returned {} bytes of JSON; at most {} are allowed", text.len(), limits.max_output_bytes),
+            ));
+        }
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| PolicyFailure::new(FailureKind::BadOutput, format!("the value is not valid JSON: {e}")))
+    }
+
+    /// What every call of either world goes through: a pooled instance slot,
+    /// a fresh store with the call's limits, and the translation of what went
+    /// wrong (the policy's own error, a trap, the deadline, the memory cap).
+    async fn call<T>(
+        &self,
+        limits: &Limits,
+        run: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<Result<T, wit::PolicyError>>,
+    ) -> Result<T, PolicyFailure> {
         let _slot = self.engine.slots.acquire().await.map_err(|_| shutting_down())?;
         let mut call = self.start(limits);
-        let result = async {
-            let instance = pre.instantiate_async(&mut call.store).await?;
-            instance.call_resolve(&mut call.store, &wit_input).await
-        }
-        .await;
-        match result {
-            Ok(Ok(None)) => Ok(None),
-            Ok(Ok(Some(text))) => {
-                if text.len() > limits.max_output_bytes {
-                    return Err(PolicyFailure::new(
-                        FailureKind::OutputTooLarge,
-                        format!(
-                            "returned {} bytes of JSON; at most {} are allowed",
-                            text.len(),
-                            limits.max_output_bytes
-                        ),
-                    ));
-                }
-                serde_json::from_str(&text).map(Some).map_err(|e| {
-                    PolicyFailure::new(FailureKind::BadOutput, format!("the value is not valid JSON: {e}"))
-                })
-            }
+        match run(&mut call.store).await {
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(policy_error(e)),
             Err(e) => Err(call.failure(&e)),
         }
