@@ -8,10 +8,10 @@ pub mod activities;
 pub mod api_keys;
 pub mod commerce_sync;
 pub mod commerces;
-pub mod enums;
 pub mod fast_pool;
 pub mod tenants;
 pub mod transitions;
+pub mod types;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -1,6 +1,7 @@
-//! The domain's closed sets as Postgres values: each is stored as its wire
-//! name in a `text` column (guarded there by a `CHECK`), and read back into
-//! the enum, so rows carry `ActivityStatus` rather than a string to compare.
+//! The domain's types as Postgres values. Each closed set is stored as its
+//! wire name in a `text` column (guarded there by a `CHECK`) and read back
+//! into the enum, so rows carry `ActivityStatus` rather than a string to
+//! compare; each id is a `uuid`.
 //!
 //! Here rather than in `domain/`, which knows nothing of sqlx. A name the
 //! enum does not know (a row written by a newer version) is a decode error
@@ -11,9 +12,11 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Encode, Postgres, Type};
 
+use uuid::Uuid;
+
 use crate::domain::{
-    ActivityStatus, ActivityType, AttributeStatus, Channel, EventType, LockReason, ResolutionStrategy, ResolverType,
-    TargetStatus,
+    ActivityId, ActivityStatus, ActivityType, AttributeStatus, Channel, CommerceId, CommerceUserId, EventType,
+    LockReason, ResolutionStrategy, ResolverType, TargetStatus, TenantId,
 };
 use crate::policy::EngineKind;
 
@@ -99,3 +102,33 @@ text_enum!(
     EventType,
     EngineKind,
 );
+
+macro_rules! uuid_id {
+    ($($name:ident),+ $(,)?) => {$(
+        impl Type<Postgres> for $name {
+            fn type_info() -> PgTypeInfo {
+                <Uuid as Type<Postgres>>::type_info()
+            }
+        }
+
+        impl PgHasArrayType for $name {
+            fn array_type_info() -> PgTypeInfo {
+                <Uuid as PgHasArrayType>::array_type_info()
+            }
+        }
+
+        impl<'r> Decode<'r, Postgres> for $name {
+            fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+                <Uuid as Decode<Postgres>>::decode(value).map($name)
+            }
+        }
+
+        impl Encode<'_, Postgres> for $name {
+            fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+                <Uuid as Encode<Postgres>>::encode_by_ref(&self.0, buf)
+            }
+        }
+    )+};
+}
+
+uuid_id!(TenantId, CommerceId, CommerceUserId, ActivityId);
