@@ -24,6 +24,7 @@ pub struct App {
     state: AppState,
     grace: Duration,
     _watcher: Watcher,
+    _rollout: crate::rollout::Tasks,
 }
 
 impl App {
@@ -54,6 +55,7 @@ impl App {
             WatchOptions {
                 debounce: Duration::from_millis(args.policy_debounce_ms),
                 rescan_every: Duration::from_secs(args.policy_rescan_secs.max(1)),
+                events: args.policy_watch,
             },
         )
         .context("failed to watch the policies directory")?;
@@ -69,6 +71,9 @@ impl App {
         } else {
             None
         };
+        let rollout_tasks = crate::rollout::Tasks::spawn(&pool, &registry);
+        let settings = crate::rollout::RolloutSettings { read_only: args.policies_read_only };
+        let rollout = Arc::new(crate::rollout::Rollout::new(pool.clone(), Arc::clone(&registry), settings));
         let state = AppState {
             pool,
             fast,
@@ -77,6 +82,7 @@ impl App {
             tenants: Default::default(),
             api_keys: Default::default(),
             limits: Arc::new(crate::api::limits::Limiter::new(args.limits.settings())),
+            rollout,
         };
         Ok(Self {
             demo_banner,
@@ -84,6 +90,7 @@ impl App {
             state,
             grace: Duration::from_secs(args.shutdown_grace_secs),
             _watcher: watcher,
+            _rollout: rollout_tasks,
         })
     }
 

@@ -14,6 +14,8 @@ pub mod lifecycle;
 pub mod limits;
 pub mod openapi;
 pub mod policies;
+pub mod policy_changes;
+pub mod policy_revisions;
 pub mod tenants;
 pub mod views;
 
@@ -43,6 +45,8 @@ pub struct AppState {
     pub tenants: Arc<auth::TenantCache>,
     pub api_keys: Arc<api_keys::ApiKeys>,
     pub limits: Arc<limits::Limiter>,
+    /// Policy changes: changesets, revisions, restore.
+    pub rollout: Arc<crate::rollout::Rollout>,
 }
 
 /// Every route, each with its OpenAPI operation.
@@ -55,6 +59,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(commerces::router())
         .merge(tenants::router())
         .merge(policies::router())
+        .merge(policy_changes::router())
+        .merge(policy_revisions::router())
         .merge(health::router())
         .merge(openapi::router())
 }

@@ -13,6 +13,7 @@ use reten_host::api::{self, AppState};
 use reten_host::domain::TenantId;
 use reten_host::policy::Registry;
 use reten_host::policy::registry::RegistryOptions;
+use reten_host::rollout::{Rollout, RolloutSettings};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tempfile::TempDir;
@@ -94,17 +95,25 @@ impl TestApp {
 
     /// An app over `pool` with the given policies directory.
     pub async fn with_policies(pool: PgPool, policies: TempDir) -> Self {
-        let registry = Registry::load(policies.path(), RegistryOptions::default()).unwrap();
+        Self::with_rollout(pool, policies, RolloutSettings::default()).await
+    }
+
+    /// An app over `pool` with the given policies directory and policy
+    /// change settings.
+    pub async fn with_rollout(pool: PgPool, policies: TempDir, settings: RolloutSettings) -> Self {
+        let registry = Arc::new(Registry::load(policies.path(), RegistryOptions::default()).unwrap());
         let auth = Authenticator::new(&JwtSettings { secret: Some(SECRET.into()), ..Default::default() }).unwrap();
         let fast = Arc::new(reten_host::store::fast_pool(&pool, &Default::default()));
+        let rollout = Arc::new(Rollout::new(pool.clone(), Arc::clone(&registry), settings));
         let state = AppState {
             pool: pool.clone(),
             fast,
-            registry: Arc::new(registry),
+            registry,
             auth: Arc::new(auth),
             tenants: Default::default(),
             api_keys: Default::default(),
             limits: Default::default(),
+            rollout,
         };
         Self { router: api::router(state.clone()), state, pool, policies }
     }
@@ -328,6 +337,7 @@ impl TestApp {
         let options = reten_host::policy::watcher::WatchOptions {
             debounce: std::time::Duration::from_millis(20),
             rescan_every: std::time::Duration::from_secs(3_600),
+            events: true,
         };
         let watcher = reten_host::policy::watcher::spawn(app.state.registry.clone(), options).unwrap();
         (app, watcher)
@@ -338,10 +348,10 @@ impl TestApp {
         self.policies.path().join("tenants").join(tenant.to_string()).join(rel)
     }
 
-    /// Waits — on the registry's generation, never on a timer — until the
+    /// Waits — on the registry's reloads, never on a timer — until the
     /// published state satisfies `cond`; fails after 20 s.
     pub async fn wait_for(&self, what: &str, cond: impl Fn(&reten_host::policy::registry::RegistryState) -> bool) {
-        let mut rx = self.state.registry.subscribe();
+        let mut rx = self.state.registry.subscribe_reloads();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             if cond(&self.state.registry.state()) {
