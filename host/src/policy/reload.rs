@@ -69,10 +69,9 @@ impl Registry {
         let scope = Scope::Tenant(id);
         let dir = self.root.join(scope.rel_dir());
         let previous = current.tenants.get(&id);
-        if let Some(prev) = previous
-            && set::is_being_changed(&dir)
-        {
-            return Some(Arc::clone(prev));
+        if set::is_being_changed(&dir) {
+            // What served before (nothing, for a folder being created).
+            return previous.cloned();
         }
         if !dir.is_dir() {
             return None;

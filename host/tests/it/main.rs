@@ -28,6 +28,7 @@ mod policy_changes;
 mod preview;
 mod read_only;
 mod reload;
+mod replicas;
 mod resolution;
 mod revisions;
 mod sandbox;

@@ -318,3 +318,24 @@ async fn a_file_edit_that_leaves_a_dangling_reference_keeps_the_last_valid_set_s
     assert_eq!(target["criterionType"], "PICK", "the last valid set serves: {target}");
     assert_eq!(target["policyVersion"], sha(PICK_OWNER.as_bytes()).as_str());
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_layer_another_process_is_still_writing_is_not_read_until_its_marker_goes(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let (tenant, _) = app.seeded("reload-marker").await;
+    let marker = app.tenant_path(tenant, reten_host::policy::set::MARKER);
+    write(&app.tenant_path(tenant, "criteria/pick.rhai"), PICK_OWNER.as_bytes());
+    app.state.registry.reload_all();
+    let generation = app.state.registry.generation();
+
+    // Half of another process's change: the new file is there, the marker too.
+    write(&marker, b"4242");
+    write(&app.tenant_path(tenant, "criteria/rep.rhai"), PICK_REP.as_bytes());
+    assert_eq!(app.state.registry.reload_all(), generation);
+    assert_eq!(app.criterion_version(tenant, "REP"), None, "a change in progress is not read");
+    assert_eq!(app.criterion_version(tenant, "PICK"), Some(sha(PICK_OWNER.as_bytes())), "what served still serves");
+
+    std::fs::remove_file(&marker).unwrap();
+    assert_eq!(app.state.registry.reload_all(), generation + 1);
+    assert_eq!(app.criterion_version(tenant, "REP"), Some(sha(PICK_REP.as_bytes())));
+}
