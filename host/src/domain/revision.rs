@@ -76,7 +76,9 @@ impl FileChange {
 /// it had before.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChangedFile {
+    /// Relative to the layer's folder.
     pub path: String,
+    /// The file's sha256 after the change (before it, for a deletion).
     pub sha256: String,
     pub change: FileChange,
 }

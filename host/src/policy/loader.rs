@@ -383,27 +383,8 @@ pub fn load_layer(ctx: &LoadContext<'_>, scope: Scope, previous: Option<&Layer>)
         }
     }
     layer.errors = errors;
-    layer.manifest = manifest_of(&layer, &dir);
+    layer.manifest = super::set::manifest_of(&layer, &dir);
     layer
-}
-
-/// The layer's set as loaded: its policies' and configs' versions, and the
-/// files of its `tests/` folder.
-fn manifest_of(layer: &Layer, dir: &Path) -> super::set::Manifest {
-    let rel = layer.scope.rel_dir();
-    let mut out = super::set::tests_manifest(dir);
-    for p in layer.policies.values() {
-        if let Ok(path) = p.path.strip_prefix(&rel) {
-            out.insert(display(path), p.version.clone());
-        }
-    }
-    if let Some(c) = &layer.config {
-        out.insert(layer.scope.config_file().to_owned(), c.version.clone());
-    }
-    if let Some(c) = &layer.catalogue {
-        out.insert(CATALOGUE_FILE.to_owned(), c.version.clone());
-    }
-    out
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -78,7 +78,9 @@ pub struct RegistryOptions {
 /// serving (an empty manifest when a tenant's folder went away).
 #[derive(Clone, Debug)]
 pub struct SetServing {
+    /// The layer.
     pub scope: Scope,
+    /// Its whole set, as it serves now.
     pub manifest: Manifest,
 }
 
@@ -100,7 +102,7 @@ pub struct Registry {
     /// Counts every reload, whether it published or not.
     reloads_tx: watch::Sender<u64>,
     sets_tx: broadcast::Sender<SetServing>,
-    load_errors: AtomicU64,
+    pub(super) load_errors: AtomicU64,
 }
 
 impl std::fmt::Debug for Registry {
@@ -276,23 +278,6 @@ impl Registry {
         }
         self.reloads_tx.send_modify(|n| *n += 1);
         generation
-    }
-
-    /// Logs and counts the errors `state` has that `current` had not;
-    /// whether there were any.
-    fn report_new_errors(&self, current: &RegistryState, state: &RegistryState) -> bool {
-        let known: BTreeSet<(&str, &str)> = current.errors().map(|e| (e.path.as_str(), e.message.as_str())).collect();
-        let mut any = false;
-        for error in state.errors() {
-            if !known.contains(&(error.path.as_str(), error.message.as_str())) {
-                any = true;
-                self.load_errors.fetch_add(1, Ordering::Relaxed);
-                let layer = if error.path.starts_with("global/") { "global" } else { "tenant" };
-                crate::metrics::METRICS.load_errors.with_label_values(&[layer]).inc();
-                tracing::warn!(path = %error.path, line = ?error.line, column = ?error.column, "policy load error: {}", error.message);
-            }
-        }
-        any
     }
 
     /// How many load errors were recorded since start-up (each distinct

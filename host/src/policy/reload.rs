@@ -12,8 +12,9 @@
 //! A layer whose change-in-progress marker is fresh (see [`super::set`]) is
 //! not read at all: another process is writing it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::Registry;
 use super::loader::{self, Layer, LoadError, Scope};
@@ -78,6 +79,23 @@ impl Registry {
         }
         let layer = loader::load_layer(&self.context(Some(global)), scope, previous.map(|l| &**l));
         Some(Arc::new(keep_last_valid(layer, previous.map(|l| &**l))))
+    }
+
+    /// Logs and counts the errors `state` has that `current` had not;
+    /// whether there were any.
+    pub(super) fn report_new_errors(&self, current: &RegistryState, state: &RegistryState) -> bool {
+        let known: BTreeSet<(&str, &str)> = current.errors().map(|e| (e.path.as_str(), e.message.as_str())).collect();
+        let mut any = false;
+        for error in state.errors() {
+            if !known.contains(&(error.path.as_str(), error.message.as_str())) {
+                any = true;
+                self.load_errors.fetch_add(1, Ordering::Relaxed);
+                let layer = if error.path.starts_with("global/") { "global" } else { "tenant" };
+                crate::metrics::METRICS.load_errors.with_label_values(&[layer]).inc();
+                tracing::warn!(path = %error.path, line = ?error.line, column = ?error.column, "policy load error: {}", error.message);
+            }
+        }
+        any
     }
 
     /// The errors of tenants that fail against a new global layer but loaded

@@ -24,7 +24,7 @@ use std::time::Duration;
 use super::Registry;
 use super::admin::write_atomically;
 use super::config::is_policy_name;
-use super::loader::{CATALOGUE_FILE, Scope, sha256_hex};
+use super::loader::{CATALOGUE_FILE, Layer, Scope, sha256_hex};
 pub use crate::domain::revision::Manifest;
 
 /// A layer's files and their bytes, by path relative to the layer's folder.
@@ -129,6 +129,25 @@ pub fn tests_manifest(layer_dir: &Path) -> Manifest {
         {
             out.insert(name, sha256_hex(&bytes));
         }
+    }
+    out
+}
+
+/// The layer's set as loaded: its policies' and configs' versions, and the
+/// files of its `tests/` folder.
+pub(super) fn manifest_of(layer: &Layer, dir: &Path) -> Manifest {
+    let rel = layer.scope.rel_dir();
+    let mut out = tests_manifest(dir);
+    for p in layer.policies.values() {
+        if let Ok(path) = p.path.strip_prefix(&rel) {
+            out.insert(path.to_string_lossy().replace('\\', "/"), p.version.clone());
+        }
+    }
+    if let Some(c) = &layer.config {
+        out.insert(layer.scope.config_file().to_owned(), c.version.clone());
+    }
+    if let Some(c) = &layer.catalogue {
+        out.insert(CATALOGUE_FILE.to_owned(), c.version.clone());
     }
     out
 }

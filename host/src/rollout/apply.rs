@@ -51,6 +51,12 @@ impl Rollout {
             return Err(RolloutError::ReadOnly);
         }
         let mut tx = self.pool.begin().await?;
+        if scope != Scope::Global {
+            // A tenant's set is checked against the global layer: no global
+            // change may land meanwhile. Global first, then the tenant: one
+            // order everywhere, so no deadlock.
+            revisions::lock_shared(&mut tx, owner(Scope::Global)).await?;
+        }
         revisions::lock(&mut tx, owner(scope)).await?;
         let head = revisions::head(&mut tx, owner(scope)).await?;
         let serving = head.as_ref().map_or(0, |h| h.revision);

@@ -73,9 +73,13 @@ pub struct FileInput {
 /// How a change is made, besides what it changes.
 #[derive(Clone, Debug, Default)]
 pub struct ChangeOptions {
+    /// Why, for the revision history.
     pub message: Option<String>,
+    /// The revision the change was made against (0: none yet).
     pub base_revision: Option<i64>,
+    /// Check and answer, writing nothing.
     pub dry_run: bool,
+    /// Also run the set's fixtures.
     pub run_tests: bool,
 }
 

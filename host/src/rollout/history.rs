@@ -21,8 +21,10 @@ pub struct Revision {
 /// One file of a revision's set, with its bytes.
 #[derive(Clone, Debug)]
 pub struct SetFile {
+    /// Relative to the layer's folder.
     pub path: String,
     pub sha256: String,
+    /// The file's bytes.
     pub content: Vec<u8>,
 }
 

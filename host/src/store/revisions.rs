@@ -33,10 +33,25 @@ pub async fn lock(conn: &mut PgConnection, tenant: TenantId) -> Result<(), sqlx:
     Ok(())
 }
 
+/// Takes the tenant's revision lock in shared mode until the transaction
+/// ends: held by every tenant change on the global layer's key, so that a
+/// global change (which takes it exclusively) and a tenant change are never
+/// checked against each other's old sets at once.
+#[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant))]
+pub async fn lock_shared(conn: &mut PgConnection, tenant: TenantId) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1, hashtext($2::text))")
+        .bind(LOCK_CLASS)
+        .bind(tenant)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// The latest revision of a tenant: its number and set digest.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct Head {
     pub revision: i64,
+    /// The digest of the revision's whole set.
     pub set_sha256: String,
 }
 
@@ -154,7 +169,9 @@ pub async fn notify(conn: &mut PgConnection, payload: &str) -> Result<(), sqlx::
 pub struct RevisionRow {
     pub revision: i64,
     pub created_at: DateTime<Utc>,
+    /// The JWT `sub`, `api-key:<id>`, or `filesystem`.
     pub author: String,
+    /// A [`RevisionSource`] name.
     pub source: String,
     pub message: Option<String>,
     pub set_sha256: String,
