@@ -22,10 +22,10 @@ use arc_swap::ArcSwap;
 use chrono::Utc;
 use tokio::sync::{broadcast, watch};
 
-use super::loader::{self, CompileCache, CompileFailure, Engines, Layer, LoadContext, LoadError, Scope};
+use super::loader::{CompileCache, Engines, Layer, LoadContext, LoadError, Scope};
 use super::set::Manifest;
 use super::snapshot::{ConfigSource, TenantSnapshot};
-use super::{EngineKind, Limits, PolicyKind};
+use super::{Limits, PolicyKind};
 use crate::domain::TenantId;
 
 /// The published state: every layer, and every tenant's snapshot.
@@ -174,13 +174,6 @@ impl Registry {
     /// A receiver of every layer set that starts serving.
     pub fn subscribe_sets(&self) -> broadcast::Receiver<SetServing> {
         self.sets_tx.subscribe()
-    }
-
-    /// Compiles (and caches) a policy's bytes without serving them: the check
-    /// an upload passes before it is written.
-    pub fn compile(&self, engine: EngineKind, kind: PolicyKind, bytes: &[u8]) -> Result<(), CompileFailure> {
-        let sha = loader::sha256_hex(bytes);
-        loader::compile(&self.engines, &self.cache, engine, kind, bytes, &sha).map(|_| ())
     }
 
     /// How many compilations ran since start-up.
