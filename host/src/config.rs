@@ -145,6 +145,14 @@ pub struct ServeArgs {
     /// How often the whole policies directory is re-read regardless of events, in seconds.
     #[arg(long, env = "RETEN_POLICY_RESCAN_SECS", default_value_t = 30)]
     pub policy_rescan_secs: u64,
+    /// Watch the policies directory for file events (the periodic rescan, and
+    /// the reload on another replica's notification, run either way).
+    #[arg(long, env = "RETEN_POLICY_WATCH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub policy_watch: bool,
+    /// The policies directory is managed outside the API (a ConfigMap,
+    /// git-sync): every route that writes policy files answers 409.
+    #[arg(long, env = "RETEN_POLICIES_READ_ONLY", default_value_t = false, action = clap::ArgAction::Set)]
+    pub policies_read_only: bool,
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "RETEN_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,

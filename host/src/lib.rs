@@ -10,6 +10,8 @@
 //! - [`resolve`]: target and attribute resolution over a policy snapshot.
 //!   Pure: no HTTP, no database.
 //! - [`policy`]: the registry of compiled policies, the loaders and engines.
+//! - [`rollout`]: safe policy changes — changesets, revisions, restore, and
+//!   every replica in step.
 //! - [`store`]: Postgres queries, one module per aggregate.
 
 pub mod api;
@@ -19,6 +21,7 @@ pub mod domain;
 pub mod metrics;
 pub mod policy;
 pub mod resolve;
+pub mod rollout;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppSettings, AppState};
 use crate::config::ServeArgs;
 use crate::metrics::Metrics;
 use crate::policy::gate::{GateSettings, Gates};
@@ -26,6 +26,7 @@ pub struct App {
     state: AppState,
     grace: Duration,
     _watcher: Watcher,
+    _rollout: crate::rollout::Tasks,
 }
 
 impl App {
@@ -61,6 +62,7 @@ impl App {
             WatchOptions {
                 debounce: Duration::from_millis(args.policy_debounce_ms),
                 rescan_every: Duration::from_secs(args.policy_rescan_secs.max(1)),
+                events: args.policy_watch,
             },
         )
         .context("failed to watch the policies directory")?;
@@ -76,13 +78,20 @@ impl App {
         } else {
             None
         };
-        let state = AppState::new(pool, &args.database.pool(), registry, auth, args.limits.settings());
+        let rollout_tasks = crate::rollout::Tasks::spawn(&pool, &registry);
+        let settings = AppSettings {
+            pool: args.database.pool(),
+            limits: args.limits.settings(),
+            rollout: crate::rollout::RolloutSettings { read_only: args.policies_read_only },
+        };
+        let state = AppState::new(pool, registry, auth, &settings);
         Ok(Self {
             demo_banner,
             listener,
             state,
             grace: Duration::from_secs(args.shutdown_grace_secs),
             _watcher: watcher,
+            _rollout: rollout_tasks,
         })
     }
 

@@ -14,6 +14,8 @@ pub mod lifecycle;
 pub mod limits;
 pub mod openapi;
 pub mod policies;
+pub mod policy_changes;
+pub mod policy_revisions;
 pub mod tenants;
 pub mod views;
 
@@ -45,20 +47,25 @@ pub struct AppState {
     pub limits: Arc<limits::Limiter>,
     /// The app's metrics (the policy registry records into the same).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Policy changes: changesets, revisions, restore.
+    pub rollout: Arc<crate::rollout::Rollout>,
+}
+
+/// The settings an app's state is built from (each has its own default).
+#[derive(Clone, Debug, Default)]
+pub struct AppSettings {
+    pub pool: crate::store::PoolSettings,
+    pub limits: limits::LimitSettings,
+    pub rollout: crate::rollout::RolloutSettings,
 }
 
 impl AppState {
     /// The state of an app over `pool`, with the create path's own pool of
     /// the same size, and the metrics the policy registry records into.
-    pub fn new(
-        pool: PgPool,
-        pool_settings: &crate::store::PoolSettings,
-        registry: Arc<Registry>,
-        auth: auth::Authenticator,
-        limits: limits::LimitSettings,
-    ) -> Self {
+    pub fn new(pool: PgPool, registry: Arc<Registry>, auth: auth::Authenticator, settings: &AppSettings) -> Self {
         let metrics = Arc::clone(&registry.calls().metrics);
-        let fast = crate::store::fast_pool(&pool, pool_settings).with_acquire_histogram(metrics.db_acquire.clone());
+        let fast = crate::store::fast_pool(&pool, &settings.pool).with_acquire_histogram(metrics.db_acquire.clone());
+        let rollout = Arc::new(crate::rollout::Rollout::new(pool.clone(), Arc::clone(&registry), settings.rollout));
         Self {
             pool,
             fast: Arc::new(fast),
@@ -66,8 +73,9 @@ impl AppState {
             auth: Arc::new(auth),
             tenants: Default::default(),
             api_keys: Default::default(),
-            limits: Arc::new(limits::Limiter::new(limits)),
+            limits: Arc::new(limits::Limiter::new(settings.limits)),
             metrics,
+            rollout,
         }
     }
 }
@@ -83,6 +91,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(commerces::router())
         .merge(tenants::router())
         .merge(policies::router())
+        .merge(policy_changes::router())
+        .merge(policy_revisions::router())
         .merge(openapi::router())
 }
 

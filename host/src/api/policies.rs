@@ -2,9 +2,10 @@
 //! file — for the caller's tenant (`MANAGE_ACTIVITY_CONFIG`) or in `global/`
 //! (`SUPER_ADMIN`).
 //!
-//! An upload is compiled and validated first (422 with the error, nothing
-//! written), then written atomically, and answered once the new version
-//! serves.
+//! An upload or a delete is a one-file changeset (see `policy_changes`): the
+//! whole set it leaves is compiled and checked first (422 with the errors,
+//! nothing written), then written in one swap, recorded as a revision, and
+//! answered once the new set serves.
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
@@ -19,17 +20,21 @@ use utoipa::ToSchema;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
-use super::auth::{SuperAdmin, Tenant, perm};
+use super::auth::{Caller, SuperAdmin, Tenant, perm};
 use super::config_views::PolicyOrigin;
 use super::extract::{ApiPath, RawBody};
 use super::openapi::{BadRequest, Conflict, NotFound, PayloadTooLarge, PolicyBytes, TenantHeader, Unprocessable};
 use super::{ApiError, AppState};
 use crate::domain::TenantId;
+use crate::domain::revision::{FileChange, RevisionSource};
 use crate::domain::validation::FieldError;
-use crate::policy::admin::{self, ConfigFileKind, MAX_POLICY_BYTES, PolicyFile};
+use crate::policy::admin::{self, MAX_POLICY_BYTES, PolicyFile};
 use crate::policy::loader::{Layer, LoadError, Scope};
 use crate::policy::registry::RegistryState;
 use crate::policy::{EngineKind, Origin, Policy, PolicyKind};
+use crate::rollout::RolloutError;
+use crate::rollout::apply::Origin as ChangeOrigin;
+use crate::rollout::changeset::Changeset;
 
 /// The policy admin routes. Uploads take up to [`MAX_POLICY_BYTES`], not the
 /// API's usual JSON limit.
@@ -61,6 +66,9 @@ pub struct PolicyListing {
     pub tenant_id: Option<TenantId>,
     /// The registry generation this listing reflects.
     pub generation: u64,
+    /// The revision whose set serves in this layer on this replica, when it
+    /// is recorded.
+    pub revision: Option<i64>,
     /// Load errors recorded since start-up, all tenants included.
     /// Load errors recorded since start-up, all layers included (in the
     /// global listing only: a tenant sees its own `errors`).
@@ -162,6 +170,7 @@ fn listing(state: &RegistryState, load_errors_total: u64, scope: Scope) -> Polic
             Scope::Global => None,
         },
         generation: state.generation,
+        revision: None,
         load_errors_total: (scope == Scope::Global).then_some(load_errors_total),
         policies,
         configs,
@@ -184,9 +193,18 @@ fn listing(state: &RegistryState, load_errors_total: u64, scope: Scope) -> Polic
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
-async fn list_tenant(ctx: Tenant<perm::ManageActivityConfig>, State(state): State<AppState>) -> Json<PolicyListing> {
+async fn list_tenant(
+    ctx: Tenant<perm::ManageActivityConfig>,
+    State(state): State<AppState>,
+) -> Result<Json<PolicyListing>, ApiError> {
+    list(&state, Scope::Tenant(ctx.tenant_id)).await
+}
+
+async fn list(state: &AppState, scope: Scope) -> Result<Json<PolicyListing>, ApiError> {
     let registry = state.registry.state();
-    Json(listing(&registry, state.registry.load_error_count(), Scope::Tenant(ctx.tenant_id)))
+    let mut listing = listing(&registry, state.registry.load_error_count(), scope);
+    listing.revision = state.rollout.serving_revision(scope).await?;
+    Ok(Json(listing))
 }
 
 /// The global policies and config files (`SUPER_ADMIN`), and every load error.
@@ -201,8 +219,7 @@ async fn list_tenant(ctx: Tenant<perm::ManageActivityConfig>, State(state): Stat
     security(("bearerAuth" = []))
 )]
 async fn list_global(_admin: SuperAdmin, State(state): State<AppState>) -> Result<Json<PolicyListing>, ApiError> {
-    let registry = state.registry.state();
-    Ok(Json(listing(&registry, state.registry.load_error_count(), Scope::Global)))
+    list(&state, Scope::Global).await
 }
 
 /// The answer to an upload: what serves now.
@@ -213,6 +230,9 @@ pub struct UploadView {
     /// The sha256 of the uploaded bytes, which now serve.
     pub version: String,
     pub generation: u64,
+    /// The revision serving now (the upload's, or the one that served when
+    /// the bytes were already there).
+    pub revision: Option<i64>,
 }
 
 /// Upload or replace one of the tenant's policy files.
@@ -244,7 +264,7 @@ async fn upload_tenant(
     ApiPath((kind, file)): ApiPath<(String, String)>,
     RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<UploadView>), ApiError> {
-    upload(&state, Scope::Tenant(ctx.tenant_id), &kind, &file, body).await
+    upload(&state, &ctx.caller, Scope::Tenant(ctx.tenant_id), (&kind, &file), body).await
 }
 
 /// Upload or replace a global policy file (`SUPER_ADMIN`).
@@ -269,80 +289,58 @@ async fn upload_tenant(
     security(("bearerAuth" = []))
 )]
 async fn upload_global(
-    _admin: SuperAdmin,
+    SuperAdmin(caller): SuperAdmin,
     State(state): State<AppState>,
     ApiPath((kind, file)): ApiPath<(String, String)>,
     RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<UploadView>), ApiError> {
-    upload(&state, Scope::Global, &kind, &file, body).await
+    upload(&state, &caller, Scope::Global, (&kind, &file), body).await
 }
 
 async fn upload(
     state: &AppState,
+    caller: &Caller,
     scope: Scope,
-    kind: &str,
-    file: &str,
+    (kind, file): (&str, &str),
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<UploadView>), ApiError> {
+    refuse_when_read_only(state)?;
     let target = PolicyFile::parse(scope, kind, file).map_err(ApiError::BadRequest)?;
     if bytes.is_empty() {
         return Err(ApiError::BadRequest("the body is empty; send the file's bytes".into()));
     }
-    let rel = target.rel_path(scope);
-    let rel_display = path_string(&rel);
-    let path = state.registry.root().join(&rel);
+    let rel = path_string(&target.rel_path(scope));
     let version = admin::version_of(&bytes);
-    let registry = Arc::clone(&state.registry);
-    let written = tokio::task::spawn_blocking({
-        let target = target.clone();
-        move || -> Result<(bool, u64), Result<crate::policy::loader::CompileFailure, std::io::Error>> {
-            admin::validate(&registry, scope, &target, &bytes).map_err(Ok)?;
-            let created = admin::write_atomically(&path, &bytes).map_err(Err)?;
-            let generation = registry.reload(&std::iter::once(scope).collect());
-            Ok((created, generation))
-        }
-    })
-    .await
-    .map_err(|e| ApiError::Internal(anyhow::anyhow!("the upload task failed: {e}")))?;
-    let (created, generation) = match written {
-        Ok(ok) => ok,
-        Err(Ok(failure)) => {
-            return Err(ApiError::Unprocessable {
-                detail: format!("{rel_display} was not written: {}", failure.message),
-                errors: vec![FieldError {
-                    field: rel_display,
-                    message: failure.message,
-                    line: failure.line,
-                    column: failure.column,
-                }],
-            });
-        }
-        Err(Err(io)) => {
-            return Err(ApiError::Internal(anyhow::Error::new(io).context(format!("failed to write {rel_display}"))));
-        }
-    };
-    if serving_version(&state.registry.state(), scope, &target).as_deref() != Some(version.as_str()) {
-        return Err(ApiError::Conflict {
-            detail: format!("{rel_display} was written, but another change to it serves now; list the policies"),
-            activity_id: None,
-        });
-    }
-    tracing::info!(path = %rel_display, %version, generation, "policy uploaded");
+    let change = Changeset::write_one(target.set_path(), bytes.to_vec());
+    let author = super::policy_changes::author(caller);
+    let origin = ChangeOrigin { author: &author, source: RevisionSource::Api };
+    let applied = state.rollout.apply(scope, &change, origin).await.map_err(|e| one_file_error(scope, &rel, e))?;
+    tracing::info!(path = %rel, %version, generation = applied.generation, "policy uploaded");
+    let created = applied.files.iter().any(|f| f.change == FileChange::Added);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(UploadView { path: rel_display, version, generation })))
+    let view = UploadView { path: rel, version, generation: applied.generation, revision: applied.revision };
+    Ok((status, Json(view)))
 }
 
-/// The version of `file` that serves in `scope`'s own layer.
-fn serving_version(state: &RegistryState, scope: Scope, file: &PolicyFile) -> Option<String> {
-    let layer = match scope {
-        Scope::Global => Some(&state.global),
-        Scope::Tenant(id) => state.tenants.get(&id),
-    }?;
-    match file {
-        PolicyFile::Policy { kind, name, .. } => layer.policies.get(&(*kind, name.clone())).map(|p| p.version.clone()),
-        PolicyFile::Config(ConfigFileKind::Catalogue) => layer.catalogue.as_ref().map(|c| c.version.clone()),
-        PolicyFile::Config(_) => layer.config.as_ref().map(|c| c.version.clone()),
-    }
+/// 409 on a write route when the directory is managed outside the API.
+fn refuse_when_read_only(state: &AppState) -> Result<(), ApiError> {
+    if state.rollout.read_only() { Err(RolloutError::ReadOnly.into()) } else { Ok(()) }
+}
+
+/// A one-file change's refusal, as the upload and delete routes have always
+/// answered it: the fields are paths from the policies directory, and the
+/// detail names the file.
+fn one_file_error(scope: Scope, rel: &str, e: RolloutError) -> ApiError {
+    let RolloutError::Invalid { problems, .. } = e else { return e.into() };
+    let errors: Vec<FieldError> = problems
+        .into_iter()
+        .map(|p| match crate::policy::set::check_path(scope, &p.field) {
+            Ok(()) => FieldError { field: path_string(&scope.rel_dir().join(&p.field)), ..p },
+            Err(_) => p,
+        })
+        .collect();
+    let messages: Vec<String> = errors.iter().map(|p| p.message.clone()).collect();
+    ApiError::Unprocessable { detail: format!("{rel} was not written: {}", messages.join("; ")), errors }
 }
 
 /// The answer to a delete.
@@ -351,6 +349,8 @@ fn serving_version(state: &RegistryState, scope: Scope, file: &PolicyFile) -> Op
 pub struct DeleteView {
     pub deleted: String,
     pub generation: u64,
+    /// The revision serving now, without the file.
+    pub revision: Option<i64>,
 }
 
 /// Delete one of the tenant's policy files; the global one of its name, if
@@ -365,6 +365,8 @@ pub struct DeleteView {
         (status = 200, description = "Deleted; the reload is done.", body = DeleteView),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -373,7 +375,7 @@ async fn delete_tenant(
     State(state): State<AppState>,
     ApiPath((kind, file)): ApiPath<(String, String)>,
 ) -> Result<Json<DeleteView>, ApiError> {
-    delete(&state, Scope::Tenant(ctx.tenant_id), &kind, &file).await
+    delete(&state, &ctx.caller, Scope::Tenant(ctx.tenant_id), &kind, &file).await
 }
 
 /// Delete a global policy file (`SUPER_ADMIN`).
@@ -387,35 +389,39 @@ async fn delete_tenant(
         (status = 200, description = "Deleted; the reload is done.", body = DeleteView),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
     ),
     security(("bearerAuth" = []))
 )]
 async fn delete_global(
-    _admin: SuperAdmin,
+    SuperAdmin(caller): SuperAdmin,
     State(state): State<AppState>,
     ApiPath((kind, file)): ApiPath<(String, String)>,
 ) -> Result<Json<DeleteView>, ApiError> {
-    delete(&state, Scope::Global, &kind, &file).await
+    delete(&state, &caller, Scope::Global, &kind, &file).await
 }
 
-async fn delete(state: &AppState, scope: Scope, kind: &str, file: &str) -> Result<Json<DeleteView>, ApiError> {
+async fn delete(
+    state: &AppState,
+    caller: &Caller,
+    scope: Scope,
+    kind: &str,
+    file: &str,
+) -> Result<Json<DeleteView>, ApiError> {
+    refuse_when_read_only(state)?;
     let target = PolicyFile::parse(scope, kind, file).map_err(ApiError::BadRequest)?;
     let rel = path_string(&target.rel_path(scope));
-    let path = state.registry.root().join(target.rel_path(scope));
-    let registry = Arc::clone(&state.registry);
-    let outcome = tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
-        Ok(()) => Ok(Some(registry.reload(&std::iter::once(scope).collect()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    })
-    .await
-    .map_err(|e| ApiError::Internal(anyhow::anyhow!("the delete task failed: {e}")))?
-    .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("failed to delete the policy file")))?;
-    match outcome {
-        Some(generation) => {
-            tracing::info!(path = %rel, generation, "policy deleted");
-            Ok(Json(DeleteView { deleted: rel, generation }))
+    let author = super::policy_changes::author(caller);
+    let origin = ChangeOrigin { author: &author, source: RevisionSource::Api };
+    let change = Changeset::delete_one(target.set_path());
+    let applied = match state.rollout.apply(scope, &change, origin).await {
+        // The only problem a one-file delete can have on its own path.
+        Err(RolloutError::Invalid { problems, .. }) if problems.iter().any(|p| p.field == "delete[0]") => {
+            return Err(ApiError::NotFound(format!("{rel} does not exist")));
         }
-        None => Err(ApiError::NotFound(format!("{rel} does not exist"))),
-    }
+        other => other.map_err(|e| one_file_error(scope, &rel, e))?,
+    };
+    tracing::info!(path = %rel, generation = applied.generation, "policy deleted");
+    Ok(Json(DeleteView { deleted: rel, generation: applied.generation, revision: applied.revision }))
 }

@@ -5,6 +5,7 @@
 
 pub mod activity;
 pub mod commerce;
+pub mod revision;
 pub mod time;
 pub mod validation;
 

@@ -1,20 +1,17 @@
-//! Changing the policies directory through the API: naming, validating and
-//! atomically writing or removing one file.
+//! Changing the policies directory through the API: naming one file of the
+//! policy admin routes, and writing a file atomically.
 //!
-//! Invariant: an upload is compiled and validated before anything touches
-//! the disk; a file that fails is never written, so the version that serves
-//! stays. A file that passes is written to a temp file in the same folder and
-//! renamed over the old one, so a reader (or the watcher) never sees half of
-//! it.
+//! Checking happens before anything is written, on the whole set the change
+//! leaves (see `crate::rollout`). A file is written to a temp file in the
+//! same folder and renamed over the old one, so a reader (or the watcher)
+//! never sees half of it.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::config::{self, ConfigError};
-use super::loader::{self, CATALOGUE_FILE, CompileFailure, Scope, parse_policy_file_name};
-use super::{EngineKind, PolicyKind, Registry};
+use super::loader::{self, CATALOGUE_FILE, Scope, parse_policy_file_name};
+use super::{EngineKind, PolicyKind};
 
 /// The largest policy file an upload may carry.
 pub const MAX_POLICY_BYTES: usize = 8 << 20;
@@ -65,57 +62,19 @@ impl PolicyFile {
 
     /// The file's path relative to the policies directory.
     pub fn rel_path(&self, scope: Scope) -> PathBuf {
-        let dir = scope.rel_dir();
+        scope.rel_dir().join(self.set_path())
+    }
+
+    /// The file's path relative to its layer's folder: its path in a
+    /// changeset and a revision.
+    pub fn set_path(&self) -> String {
         match self {
-            PolicyFile::Policy { kind, name, engine } => {
-                dir.join(kind.dir()).join(format!("{name}.{}", engine.extension()))
-            }
-            PolicyFile::Config(ConfigFileKind::Tenant) => dir.join("tenant.toml"),
-            PolicyFile::Config(ConfigFileKind::Defaults) => dir.join("defaults.toml"),
-            PolicyFile::Config(ConfigFileKind::Catalogue) => dir.join(CATALOGUE_FILE),
+            PolicyFile::Policy { kind, name, engine } => format!("{}/{name}.{}", kind.dir(), engine.extension()),
+            PolicyFile::Config(ConfigFileKind::Tenant) => "tenant.toml".into(),
+            PolicyFile::Config(ConfigFileKind::Defaults) => "defaults.toml".into(),
+            PolicyFile::Config(ConfigFileKind::Catalogue) => CATALOGUE_FILE.into(),
         }
     }
-}
-
-/// Compiles and validates an upload against the policies serving now,
-/// exactly as a reload would.
-pub fn validate(registry: &Registry, scope: Scope, file: &PolicyFile, bytes: &[u8]) -> Result<(), CompileFailure> {
-    match file {
-        PolicyFile::Policy { kind, engine, .. } => registry.compile(*engine, *kind, bytes),
-        PolicyFile::Config(kind) => {
-            let text = std::str::from_utf8(bytes).map_err(|_| plain("the file is not UTF-8"))?;
-            match kind {
-                ConfigFileKind::Catalogue => config::parse_catalogue(text).map(|_| ()).map_err(Into::into),
-                ConfigFileKind::Defaults | ConfigFileKind::Tenant => {
-                    let parsed = config::parse_config(text, *kind == ConfigFileKind::Tenant)?;
-                    check_against_serving(registry, scope, &parsed).map_err(Into::into)
-                }
-            }
-        }
-    }
-}
-
-fn check_against_serving(registry: &Registry, scope: Scope, file: &config::ConfigFile) -> Result<(), ConfigError> {
-    let state = registry.state();
-    let tenant = match scope {
-        Scope::Tenant(id) => state.tenants.get(&id).cloned(),
-        Scope::Global => None,
-    };
-    let mut criteria = BTreeSet::new();
-    let mut attribute_policies = BTreeSet::new();
-    let mut catalogue: BTreeSet<String> = file.attribute_keys.keys().cloned().collect();
-    for layer in std::iter::once(&state.global).chain(tenant.as_ref()) {
-        criteria.extend(layer.names(PolicyKind::Criterion).map(str::to_uppercase));
-        attribute_policies.extend(layer.names(PolicyKind::Attribute).map(str::to_owned));
-        if let Some(c) = &layer.catalogue {
-            catalogue.extend(c.value.keys().cloned());
-        }
-    }
-    config::check_references(file, &criteria, &catalogue, &attribute_policies)
-}
-
-fn plain(message: &str) -> CompileFailure {
-    CompileFailure { message: message.into(), line: None, column: None }
 }
 
 /// Writes `bytes` to `path` atomically: a temp file in the same folder,

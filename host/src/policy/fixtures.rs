@@ -204,7 +204,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<(Vec<FixtureResult>, Vec<String>)
         let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let result = match read_fixture(&file) {
             Ok(fixture) => {
-                let failures = run_one(&fixture, tenant, &snapshot).await;
+                let failures = run_fixture(&fixture, tenant, &snapshot).await;
                 FixtureResult { name, description: fixture.description, failures }
             }
             Err(e) => FixtureResult { name, description: None, failures: vec![format!("cannot read: {e:#}")] },
@@ -223,12 +223,14 @@ fn parent(path: &Path, levels: usize) -> PathBuf {
 }
 
 fn read_fixture(path: &Path) -> anyhow::Result<Fixture> {
-    let text = std::fs::read_to_string(path)?;
-    if path.extension().is_some_and(|e| e == "json") {
-        Ok(serde_json::from_str(&text)?)
-    } else {
-        Ok(toml::from_str(&text)?)
-    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    parse_fixture(&name, &std::fs::read(path)?)
+}
+
+/// Parses a fixture file's bytes: JSON when `name` ends in `.json`, else TOML.
+pub fn parse_fixture(name: &str, bytes: &[u8]) -> anyhow::Result<Fixture> {
+    let text = std::str::from_utf8(bytes).context("the fixture is not UTF-8")?;
+    if name.ends_with(".json") { Ok(serde_json::from_str(text)?) } else { Ok(toml::from_str(text)?) }
 }
 
 /// The stable id of a fixture user: a UUID v5 of their external id.
@@ -265,7 +267,9 @@ fn commerce(f: &FixtureCommerce) -> Commerce {
     }
 }
 
-async fn run_one(f: &Fixture, tenant: TenantId, snapshot: &super::TenantSnapshot) -> Vec<String> {
+/// Runs one fixture against a snapshot: what did not go as it expects
+/// (empty when it passed).
+pub async fn run_fixture(f: &Fixture, tenant: TenantId, snapshot: &super::TenantSnapshot) -> Vec<String> {
     let commerce = Arc::new(commerce(&f.commerce));
     let mut body = Value::Object(f.activity.clone());
     body["commerce_id"] = json!(commerce.id);

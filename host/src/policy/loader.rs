@@ -94,17 +94,41 @@ pub struct Layer {
     pub policies: BTreeMap<(PolicyKind, String), Arc<Policy>>,
     /// What failed in the last load of this layer.
     pub errors: Vec<LoadError>,
+    /// The layer's set of files as loaded (config, policies and tests), by
+    /// path relative to the layer's folder: what a revision records.
+    pub manifest: super::set::Manifest,
 }
 
 impl Layer {
     /// An empty layer (a folder that does not exist).
     pub fn empty(scope: Scope) -> Self {
-        Self { scope, config: None, catalogue: None, policies: BTreeMap::new(), errors: Vec::new() }
+        Self {
+            scope,
+            config: None,
+            catalogue: None,
+            policies: BTreeMap::new(),
+            errors: Vec::new(),
+            manifest: Default::default(),
+        }
     }
 
-    /// What the layer holds, to tell a reload that changed something from one
-    /// that did not: every policy and config version, and every error (without
-    /// its time).
+    /// The same serving content, reporting `errors`: what a reload keeps
+    /// when the layer's new set does not load as a whole.
+    pub fn with_errors(&self, errors: Vec<LoadError>) -> Self {
+        Self {
+            scope: self.scope,
+            config: self.config.clone(),
+            catalogue: self.catalogue.clone(),
+            policies: self.policies.clone(),
+            errors,
+            manifest: self.manifest.clone(),
+        }
+    }
+
+    /// What the layer serves, to tell a reload that changed something from
+    /// one that did not: every policy and config version. Errors are not
+    /// part of it: a reload that only failed serves the same, in the same
+    /// generation.
     pub fn fingerprint(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
@@ -116,9 +140,6 @@ impl Layer {
         }
         if let Some(c) = &self.catalogue {
             let _ = write!(out, "catalogue/{};", c.version);
-        }
-        for e in &self.errors {
-            let _ = write!(out, "error/{}/{}/{:?}/{:?};", e.path, e.message, e.line, e.column);
         }
         out
     }
@@ -364,6 +385,7 @@ pub fn load_layer(ctx: &LoadContext<'_>, scope: Scope, previous: Option<&Layer>)
         }
     }
     layer.errors = errors;
+    layer.manifest = super::set::manifest_of(&layer, &dir);
     layer
 }
 

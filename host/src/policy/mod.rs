@@ -9,6 +9,7 @@
 //! comes back as a [`PolicyFailure`] that resolution records and moves past.
 
 pub mod admin;
+pub mod candidate;
 pub mod check;
 pub mod config;
 pub mod fixtures;
@@ -17,7 +18,9 @@ pub mod input;
 pub mod limits;
 pub mod loader;
 pub mod registry;
+pub mod reload;
 pub mod rhai_engine;
+pub mod set;
 pub mod snapshot;
 pub mod wasm_convert;
 pub mod wasm_engine;

@@ -4,6 +4,12 @@
 //! Invariant: readers never wait. A reload builds a whole new state off to
 //! the side and publishes it with one pointer swap; a request that already
 //! holds a snapshot finishes on it.
+//!
+//! Invariant: the generation counts what serves. A reload that changes no
+//! version (nothing changed, or the new files failed and the last valid set
+//! of each layer keeps serving, see [`super::reload`]) keeps the generation;
+//! its errors are reported in the state and counted apart, and every reload
+//! is counted on [`Registry::subscribe_reloads`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -14,11 +20,12 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use chrono::Utc;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
-use super::loader::{self, CompileCache, CompileFailure, Engines, Layer, LoadContext, LoadError, Scope};
+use super::loader::{CompileCache, Engines, Layer, LoadContext, LoadError, Scope};
+use super::set::Manifest;
 use super::snapshot::{ConfigSource, TenantSnapshot};
-use super::{EngineKind, Limits, PolicyKind};
+use super::{Limits, PolicyKind};
 use crate::domain::TenantId;
 
 /// The published state: every layer, and every tenant's snapshot.
@@ -39,6 +46,14 @@ impl RegistryState {
     /// The tenant's snapshot (the global one when it has no folder).
     pub fn snapshot(&self, tenant: TenantId) -> Arc<TenantSnapshot> {
         self.snapshots.get(&tenant).unwrap_or(&self.global_snapshot).clone()
+    }
+
+    /// A layer: the global one, or a tenant's if it has a folder.
+    pub fn layer(&self, scope: Scope) -> Option<&Arc<Layer>> {
+        match scope {
+            Scope::Global => Some(&self.global),
+            Scope::Tenant(id) => self.tenants.get(&id),
+        }
     }
 
     /// Every load error, global first.
@@ -62,17 +77,35 @@ pub struct RegistryOptions {
     pub calls: Arc<super::CallContext>,
 }
 
+/// A layer whose set of files changed and loaded whole: a set that started
+/// serving (an empty manifest when a tenant's folder went away).
+#[derive(Clone, Debug)]
+pub struct SetServing {
+    /// The layer.
+    pub scope: Scope,
+    /// Its whole set, as it serves now.
+    pub manifest: Manifest,
+}
+
+/// How many set changes a slow subscriber may fall behind before it is told
+/// it lagged (and re-reads the state instead).
+const SET_EVENTS: usize = 256;
+
 /// The policy registry.
 pub struct Registry {
-    root: PathBuf,
-    engines: Engines,
-    cache: CompileCache,
-    options: RegistryOptions,
-    state: ArcSwap<RegistryState>,
-    /// Serialises reloads; readers never take it.
-    reload_lock: Mutex<()>,
+    pub(super) root: PathBuf,
+    pub(super) engines: Engines,
+    pub(super) cache: CompileCache,
+    pub(super) options: RegistryOptions,
+    pub(super) state: ArcSwap<RegistryState>,
+    /// Serialises reloads (and writes through [`Registry::apply`]); readers
+    /// never take it.
+    pub(super) reload_lock: Mutex<()>,
     generation_tx: watch::Sender<u64>,
-    load_errors: AtomicU64,
+    /// Counts every reload, whether it published or not.
+    reloads_tx: watch::Sender<u64>,
+    sets_tx: broadcast::Sender<SetServing>,
+    pub(super) load_errors: AtomicU64,
 }
 
 impl std::fmt::Debug for Registry {
@@ -99,12 +132,14 @@ impl Registry {
             state: ArcSwap::from_pointee(state),
             reload_lock: Mutex::new(()),
             generation_tx: watch::channel(0).0,
+            reloads_tx: watch::channel(0).0,
+            sets_tx: broadcast::channel(SET_EVENTS).0,
             load_errors: AtomicU64::new(0),
         };
-        let _guard = registry.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = registry.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         let (global, tenants, folder_errors) = registry.read_all(&registry.state.load_full());
         registry.publish(&registry.state.load_full(), global, tenants, folder_errors, true);
-        drop(_guard);
+        drop(guard);
         Ok(registry)
     }
 
@@ -138,11 +173,15 @@ impl Registry {
         self.generation_tx.subscribe()
     }
 
-    /// Compiles (and caches) a policy's bytes without serving them: the check
-    /// an upload passes before it is written.
-    pub fn compile(&self, engine: EngineKind, kind: PolicyKind, bytes: &[u8]) -> Result<(), CompileFailure> {
-        let sha = loader::sha256_hex(bytes);
-        loader::compile(&self.engines, &self.cache, engine, kind, bytes, &sha).map(|_| ())
+    /// A receiver that sees every reload end, including those that changed
+    /// nothing or failed: what to wait on for an error to show.
+    pub fn subscribe_reloads(&self) -> watch::Receiver<u64> {
+        self.reloads_tx.subscribe()
+    }
+
+    /// A receiver of every layer set that starts serving.
+    pub fn subscribe_sets(&self) -> broadcast::Receiver<SetServing> {
+        self.sets_tx.subscribe()
     }
 
     /// How many compilations ran since start-up.
@@ -153,6 +192,11 @@ impl Registry {
     /// Re-reads every layer from disk. Blocking: compiles on this thread.
     pub fn reload_all(&self) -> u64 {
         let _guard = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.reload_all_locked()
+    }
+
+    /// [`Registry::reload_all`], for a caller that holds the reload lock.
+    pub(super) fn reload_all_locked(&self) -> u64 {
         let current = self.state.load_full();
         let (global, tenants, folder_errors) = self.read_all(&current);
         self.publish(&current, global, tenants, folder_errors, false)
@@ -160,44 +204,36 @@ impl Registry {
 
     fn read_all(&self, current: &RegistryState) -> (Arc<Layer>, BTreeMap<TenantId, Arc<Layer>>, Vec<LoadError>) {
         let (tenant_ids, folder_errors) = scan_tenant_folders(&self.root);
-        let ctx = self.context(None);
-        let global = Arc::new(loader::load_layer(&ctx, Scope::Global, Some(&current.global)));
-        let ctx = self.context(Some(&global));
-        let tenants = tenant_ids
-            .into_iter()
-            .map(|id| {
-                let layer = loader::load_layer(&ctx, Scope::Tenant(id), current.tenants.get(&id).map(|l| &**l));
-                (id, Arc::new(layer))
-            })
-            .collect();
+        let (global, tenants) = self.load_all_layers(current, &tenant_ids);
         (global, tenants, folder_errors)
     }
 
     /// Re-reads the given layers from disk, keeping the others as they are.
     /// Blocking: compiles on this thread.
     pub fn reload(&self, scopes: &BTreeSet<Scope>) -> u64 {
-        if scopes.contains(&Scope::Global) {
-            return self.reload_all();
-        }
         let _guard = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.reload_locked(scopes)
+    }
+
+    /// [`Registry::reload`], for a caller that holds the reload lock.
+    pub(super) fn reload_locked(&self, scopes: &BTreeSet<Scope>) -> u64 {
+        if scopes.contains(&Scope::Global) {
+            return self.reload_all_locked();
+        }
         let current = self.state.load_full();
         let (_, folder_errors) = scan_tenant_folders(&self.root);
-        let ctx = self.context(Some(&current.global));
         let mut tenants = current.tenants.clone();
         for scope in scopes {
             let Scope::Tenant(id) = *scope else { continue };
-            let dir = self.root.join(scope.rel_dir());
-            if dir.is_dir() {
-                let layer = loader::load_layer(&ctx, *scope, current.tenants.get(&id).map(|l| &**l));
-                tenants.insert(id, Arc::new(layer));
-            } else {
-                tenants.remove(&id);
-            }
+            match self.load_tenant(&current, id, &current.global) {
+                Some(layer) => tenants.insert(id, layer),
+                None => tenants.remove(&id),
+            };
         }
         self.publish(&current, Arc::clone(&current.global), tenants, folder_errors, false)
     }
 
-    fn context<'a>(&'a self, global: Option<&'a Layer>) -> LoadContext<'a> {
+    pub(super) fn context<'a>(&'a self, global: Option<&'a Layer>) -> LoadContext<'a> {
         LoadContext { root: &self.root, engines: &self.engines, cache: &self.cache, calls: &self.options.calls, global }
     }
 
@@ -209,39 +245,39 @@ impl Registry {
         folder_errors: Vec<LoadError>,
         force: bool,
     ) -> u64 {
-        let unchanged = fingerprint(&global, &tenants, &folder_errors)
-            == fingerprint(&current.global, &current.tenants, &current.folder_errors);
-        if unchanged && !force {
-            // Nothing changed for readers: same versions, same generation.
-            // The state is still replaced, to keep what this read learnt
-            // about the files (their stamps), so the next rescan can skip
-            // reading them.
-            self.options.calls.metrics.reloads.with_label_values(&["unchanged"]).inc();
-            let state = build_state(current.generation, global, tenants, folder_errors, &self.options.limits);
-            self.state.store(Arc::new(state));
-            return current.generation;
-        }
-        self.options.calls.metrics.reloads.with_label_values(&["published"]).inc();
-        let generation = current.generation + 1;
+        // Nothing changed for readers unless a version did: same versions,
+        // same generation. The state is still replaced, to show this read's
+        // errors and keep what it learnt about the files (their stamps), so
+        // the next rescan can skip reading them.
+        let changed = force || fingerprint(&global, &tenants) != fingerprint(&current.global, &current.tenants);
+        let generation = if changed { current.generation + 1 } else { current.generation };
         let state = build_state(generation, global, tenants, folder_errors, &self.options.limits);
-        let known: BTreeSet<(&str, &str)> = current.errors().map(|e| (e.path.as_str(), e.message.as_str())).collect();
-        for error in state.errors() {
-            if !known.contains(&(error.path.as_str(), error.message.as_str())) {
-                self.load_errors.fetch_add(1, Ordering::Relaxed);
-                let layer = if error.path.starts_with("global/") { "global" } else { "tenant" };
-                self.options.calls.metrics.load_errors.with_label_values(&[layer]).inc();
-                tracing::warn!(path = %error.path, line = ?error.line, column = ?error.column, "policy load error: {}", error.message);
-            }
+        let failed = self.report_new_errors(current, &state);
+        let outcome = match (changed, failed) {
+            (true, _) => "published",
+            (false, true) => "failed",
+            (false, false) => "unchanged",
+        };
+        self.options.calls.metrics.reloads.with_label_values(&[outcome]).inc();
+        if changed {
+            let live: BTreeSet<_> = std::iter::once(&state.global)
+                .chain(state.tenants.values())
+                .flat_map(|l| l.policies.values())
+                .map(|p| (p.engine, p.kind, p.version.clone()))
+                .collect();
+            self.cache.retain(&live);
         }
-        let live: BTreeSet<_> = std::iter::once(&state.global)
-            .chain(state.tenants.values())
-            .flat_map(|l| l.policies.values())
-            .map(|p| (p.engine, p.kind, p.version.clone()))
-            .collect();
-        self.cache.retain(&live);
+        let sets = super::reload::changed_sets(current, &state);
         self.state.store(Arc::new(state));
-        self.generation_tx.send_replace(generation);
-        tracing::info!(generation, "policies reloaded");
+        if changed {
+            self.generation_tx.send_replace(generation);
+            tracing::info!(generation, "policies reloaded");
+        }
+        for set in sets {
+            // No subscriber (a test, a CLI) is fine: nobody records.
+            let _ = self.sets_tx.send(set);
+        }
+        self.reloads_tx.send_modify(|n| *n += 1);
         generation
     }
 
@@ -252,14 +288,11 @@ impl Registry {
     }
 }
 
-fn fingerprint(global: &Layer, tenants: &BTreeMap<TenantId, Arc<Layer>>, folder_errors: &[LoadError]) -> String {
+fn fingerprint(global: &Layer, tenants: &BTreeMap<TenantId, Arc<Layer>>) -> String {
     let mut out = global.fingerprint();
     for (id, layer) in tenants {
         out.push_str(&format!("|{id}:"));
         out.push_str(&layer.fingerprint());
-    }
-    for e in folder_errors {
-        out.push_str(&format!("|{}:{}", e.path, e.message));
     }
     out
 }
@@ -307,7 +340,7 @@ fn build_state(
 }
 
 /// The effective set of one tenant: the global layer, the tenant's on top.
-fn merge(generation: u64, global: &Layer, tenant: Option<&Layer>, base_limits: &Limits) -> TenantSnapshot {
+pub(super) fn merge(generation: u64, global: &Layer, tenant: Option<&Layer>, base_limits: &Limits) -> TenantSnapshot {
     let global_cfg = global.config.as_ref().map(|c| &c.value);
     let tenant_cfg = tenant.and_then(|t| t.config.as_ref()).map(|c| &c.value);
 

@@ -6,6 +6,9 @@
 //! `..data` symlink, a `tenants/` folder created or removed — reloads
 //! everything. Reloads compile on a blocking thread, never on the request
 //! path, and publish only when something changed.
+//!
+//! File events can be turned off (`RETEN_POLICY_WATCH=false`, for a volume
+//! whose events are unreliable or too many); the rescan runs either way.
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
@@ -27,11 +30,13 @@ pub struct WatchOptions {
     pub debounce: Duration,
     /// How often everything is re-read regardless of events.
     pub rescan_every: Duration,
+    /// Whether to react to file events at all.
+    pub events: bool,
 }
 
 impl Default for WatchOptions {
     fn default() -> Self {
-        Self { debounce: Duration::from_millis(100), rescan_every: Duration::from_secs(30) }
+        Self { debounce: Duration::from_millis(100), rescan_every: Duration::from_secs(30), events: true }
     }
 }
 
@@ -60,6 +65,9 @@ enum Reload {
 
 /// Starts watching the registry's directory.
 pub fn spawn(registry: Arc<Registry>, options: WatchOptions) -> anyhow::Result<Watcher> {
+    if !options.events {
+        return Ok(Watcher { task: tokio::spawn(rescan_only(registry, options.rescan_every)) });
+    }
     let root = registry.root().to_owned();
     let (tx, rx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
     let mut watcher = notify::recommended_watcher(move |event| {
@@ -73,6 +81,16 @@ pub fn spawn(registry: Arc<Registry>, options: WatchOptions) -> anyhow::Result<W
         run(registry, root, rx, options).await;
     });
     Ok(Watcher { task })
+}
+
+async fn rescan_only(registry: Arc<Registry>, every: Duration) {
+    let mut rescan = tokio::time::interval(every);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    rescan.tick().await;
+    loop {
+        rescan.tick().await;
+        reload(&registry, Reload::All).await;
+    }
 }
 
 async fn run(

@@ -9,6 +9,7 @@ pub mod api_keys;
 pub mod commerce_sync;
 pub mod commerces;
 pub mod fast_pool;
+pub mod revisions;
 pub mod tenants;
 pub mod transitions;
 pub mod types;

@@ -34,6 +34,21 @@ fn policy_check_reports_errors_with_their_position_and_fails() {
 }
 
 #[test]
+fn policy_check_names_the_type_a_tenant_toml_references_without_a_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = dir.path().join("tenants").join(uuid::Uuid::new_v4().to_string());
+    crate::support::write(
+        &tenant.join("tenant.toml"),
+        b"[[target_resolution]]\nresolution_strategy = \"ON_CREATION\"\n[[target_resolution.criteria]]\ntype = \"TOP_SPENDER\"\n",
+    );
+    crate::support::copy_dir(&repo_policies().join("global"), &dir.path().join("global"));
+    let (ok, out) = reten(&["policy", "check", tenant.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("tenant.toml") && out.contains("criteria/top_spender.{rhai,wasm}"), "{out}");
+    assert!(out.contains("TOP_SPENDER"), "{out}");
+}
+
+#[test]
 fn policy_check_takes_single_files() {
     let (ok, out) = reten(&["policy", "check", repo_policies().join("global/defaults.toml").to_str().unwrap()]);
     assert!(ok, "{out}");

@@ -235,6 +235,43 @@ fn attempts(w: &World, method: &str, template: &str) -> Option<Vec<Attempt>> {
         ("DELETE", "/api/global-policies/{kind}/{file}") => {
             vec![upload(delete, "/api/global-policies/criteria/role_match.rhai", b"", Denied)]
         }
+        ("POST", "/api/policies/changes") => vec![
+            // B's config may not name A's criterion, nor delete A's file.
+            attempt(
+                post.clone(),
+                "/api/policies/changes",
+                Some(json!({"files": [{"path": "tenant.toml", "content": b_config_using_a}], "dry_run": true})),
+                Refused,
+            ),
+            attempt(
+                post.clone(),
+                "/api/policies/changes",
+                Some(json!({"delete": ["attributes/a_secret_tier.rhai"]})),
+                Refused,
+            ),
+        ],
+        ("GET", "/api/policies/revisions") => vec![attempt(get, "/api/policies/revisions", None, Own)],
+        // A's revisions 1 to 3 exist; B's number 1 and 2 are B's own, so only
+        // A's third (which B lacks) must be a 404.
+        ("GET", "/api/policies/revisions/{n}") => vec![attempt(get, "/api/policies/revisions/3", None, Denied)],
+        ("POST", "/api/policies/revisions/{n}/restore") => {
+            vec![attempt(post, "/api/policies/revisions/3/restore", Some(json!({"dry_run": true})), Denied)]
+        }
+        ("POST", "/api/global-policies/changes") => {
+            vec![attempt(
+                post,
+                "/api/global-policies/changes",
+                Some(json!({"delete": ["criteria/role_match.rhai"]})),
+                Denied,
+            )]
+        }
+        ("GET", "/api/global-policies/revisions") => vec![attempt(get, "/api/global-policies/revisions", None, Denied)],
+        ("GET", "/api/global-policies/revisions/{n}") => {
+            vec![attempt(get, "/api/global-policies/revisions/1", None, Denied)]
+        }
+        ("POST", "/api/global-policies/revisions/{n}/restore") => {
+            vec![attempt(post, "/api/global-policies/revisions/1/restore", None, Denied)]
+        }
         ("GET", "/healthz") | ("GET", "/readyz") | ("GET", "/openapi.json") => vec![attempt(get, template, None, Own)],
         // Its content is audited by `metrics_show_a_tenant_nothing_of_another_tenant`.
         ("GET", "/metrics") => vec![Attempt { leak_checked: false, ..attempt(get, template, None, Own) }],

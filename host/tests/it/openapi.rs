@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
+use base64::Engine as _;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -44,6 +45,14 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/global-policies"),
     ("PUT", "/api/global-policies/{kind}/{file}"),
     ("DELETE", "/api/global-policies/{kind}/{file}"),
+    ("POST", "/api/policies/changes"),
+    ("POST", "/api/global-policies/changes"),
+    ("GET", "/api/policies/revisions"),
+    ("GET", "/api/policies/revisions/{n}"),
+    ("POST", "/api/policies/revisions/{n}/restore"),
+    ("GET", "/api/global-policies/revisions"),
+    ("GET", "/api/global-policies/revisions/{n}"),
+    ("POST", "/api/global-policies/revisions/{n}/restore"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -588,4 +597,47 @@ async fn every_status_and_body_real_requests_get_is_declared_for_their_operation
     let not_root = app.send_bytes(Method::PUT, "/api/global-policies/criteria/x.rhai", &admin, None, good).await;
     not_root.assert_status(StatusCode::FORBIDDEN);
     doc.check(Method::PUT, "/api/global-policies/{kind}/{file}", &not_root);
+
+    // Changesets, revisions and restore: applied 200 (a component in
+    // base64), a stale base 409, refused 422, a dry run, then the history.
+    let changes = "/api/policies/changes";
+    let wasm = base64::engine::general_purpose::STANDARD.encode(crate::support::plugin("test_pick_owner"));
+    let body = json!({"files": [{"path": "criteria/oa_swap.wasm", "content_base64": wasm}], "message": "oa"});
+    let applied = call(Method::POST, changes, Some(&admin), Some(body)).await;
+    applied.assert_status(StatusCode::OK);
+    doc.check(Method::POST, changes, &applied);
+    let n = applied.body["revision"].as_i64().unwrap();
+    let stale = call(
+        Method::POST,
+        changes,
+        Some(&admin),
+        Some(json!({"delete": ["criteria/oa_swap.wasm"], "base_revision": 1})),
+    )
+    .await;
+    stale.assert_status(StatusCode::CONFLICT);
+    doc.check(Method::POST, changes, &stale);
+    let refused =
+        call(Method::POST, changes, Some(&admin), Some(json!({"files": [{"path": "x/y", "content": ""}]}))).await;
+    refused.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
+    doc.check(Method::POST, changes, &refused);
+    let dry =
+        call(Method::POST, changes, Some(&admin), Some(json!({"delete": ["criteria/oa_swap.wasm"], "dry_run": true})))
+            .await;
+    dry.assert_status(StatusCode::OK);
+    doc.check(Method::POST, changes, &dry);
+    let listed = call(Method::GET, "/api/policies/revisions", Some(&admin), None).await;
+    listed.assert_status(StatusCode::OK);
+    doc.check(Method::GET, "/api/policies/revisions", &listed);
+    let one = call(Method::GET, &format!("/api/policies/revisions/{n}"), Some(&admin), None).await;
+    one.assert_status(StatusCode::OK);
+    doc.check(Method::GET, "/api/policies/revisions/{n}", &one);
+    let missing = call(Method::GET, "/api/policies/revisions/999", Some(&admin), None).await;
+    missing.assert_status(StatusCode::NOT_FOUND);
+    doc.check(Method::GET, "/api/policies/revisions/{n}", &missing);
+    let restored = call(Method::POST, "/api/policies/revisions/1/restore", Some(&admin), None).await;
+    restored.assert_status(StatusCode::OK);
+    doc.check(Method::POST, "/api/policies/revisions/{n}/restore", &restored);
+    let global = app.call(Method::GET, "/api/global-policies/revisions", Some(&root), None, None).await;
+    global.assert_status(StatusCode::OK);
+    doc.check(Method::GET, "/api/global-policies/revisions", &global);
 }

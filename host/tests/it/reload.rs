@@ -266,3 +266,76 @@ async fn a_file_rewritten_in_place_with_the_same_length_takes_effect(pool: PgPoo
     app.state.registry.reload_all();
     assert_eq!(app.criterion_version(tenant, "PICK"), Some(sha(second.as_bytes())));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_failed_file_edit_does_not_advance_the_generation_and_shows_its_error(pool: PgPool) {
+    // Reloads by hand, so that both files of the edit are surely in one.
+    let app = TestApp::new(pool).await;
+    let (tenant, commerce) = app.seeded("reload-failed-generation").await;
+    let path = app.tenant_path(tenant, "criteria/pick.rhai");
+    write(&path, PICK_OWNER.as_bytes());
+    app.state.registry.reload_all();
+    let generation = app.state.registry.generation();
+
+    // A good file and a broken one in one edit: the set does not load whole,
+    // so neither serves.
+    write(&app.tenant_path(tenant, "criteria/rep.rhai"), PICK_REP.as_bytes());
+    write(&path, b"fn resolve(input) {\n    let x = ;\n}\n");
+    assert_eq!(app.state.registry.reload_all(), generation, "a failed reload keeps the generation");
+    assert!(app.state.registry.state().errors().any(|e| e.path.ends_with("criteria/pick.rhai")));
+    assert_eq!(app.criterion_version(tenant, "REP"), None, "no part of the failed set serves");
+    assert_eq!(decide(&app, tenant, commerce, "fg-1").await, ("u-maria".into(), sha(PICK_OWNER.as_bytes())));
+    let listing = app.get(tenant, "/api/policies").await;
+    assert_eq!(listing.body["generation"], generation);
+    assert_eq!(listing.body["errors"][0]["path"], format!("tenants/{tenant}/criteria/pick.rhai").as_str());
+
+    write(&path, PICK_REP.as_bytes());
+    assert_eq!(app.state.registry.reload_all(), generation + 1, "the fixed set serves in one generation");
+    assert!(app.criterion_version(tenant, "REP").is_some());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_file_edit_that_leaves_a_dangling_reference_keeps_the_last_valid_set_serving(pool: PgPool) {
+    let (app, _w) = TestApp::watching(pool).await;
+    let (tenant, commerce) = app.seeded("reload-dangling").await;
+    let criterion = app.tenant_path(tenant, "criteria/pick.rhai");
+    write(&criterion, PICK_OWNER.as_bytes());
+    write(
+        &app.tenant_path(tenant, "tenant.toml"),
+        b"[[target_resolution]]\nresolution_strategy = \"ON_CREATION\"\n[[target_resolution.criteria]]\ntype = \"PICK\"\n",
+    );
+    app.wait_for("the set", |s| s.tenants.get(&tenant).is_some_and(|l| l.config.is_some() && l.errors.is_empty()))
+        .await;
+    let generation = app.state.registry.generation();
+
+    std::fs::remove_file(&criterion).unwrap();
+    app.wait_for("the reference error", |s| s.errors().any(|e| e.path.ends_with("tenant.toml"))).await;
+    let error = app.state.registry.state().errors().find(|e| e.path.ends_with("tenant.toml")).unwrap().clone();
+    assert!(error.message.contains("PICK"), "the error names the type: {}", error.message);
+    assert_eq!(app.state.registry.generation(), generation);
+    let res = app.create_activity(tenant, &seed_body(commerce, "dg-1")).await;
+    let target = &res.body["targetUsers"][0];
+    assert_eq!(target["criterionType"], "PICK", "the last valid set serves: {target}");
+    assert_eq!(target["policyVersion"], sha(PICK_OWNER.as_bytes()).as_str());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_layer_another_process_is_still_writing_is_not_read_until_its_marker_goes(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let (tenant, _) = app.seeded("reload-marker").await;
+    let marker = app.tenant_path(tenant, reten_host::policy::set::MARKER);
+    write(&app.tenant_path(tenant, "criteria/pick.rhai"), PICK_OWNER.as_bytes());
+    app.state.registry.reload_all();
+    let generation = app.state.registry.generation();
+
+    // Half of another process's change: the new file is there, the marker too.
+    write(&marker, b"4242");
+    write(&app.tenant_path(tenant, "criteria/rep.rhai"), PICK_REP.as_bytes());
+    assert_eq!(app.state.registry.reload_all(), generation);
+    assert_eq!(app.criterion_version(tenant, "REP"), None, "a change in progress is not read");
+    assert_eq!(app.criterion_version(tenant, "PICK"), Some(sha(PICK_OWNER.as_bytes())), "what served still serves");
+
+    std::fs::remove_file(&marker).unwrap();
+    assert_eq!(app.state.registry.reload_all(), generation + 1);
+    assert_eq!(app.criterion_version(tenant, "REP"), Some(sha(PICK_REP.as_bytes())));
+}

@@ -9,10 +9,11 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use reten_host::api::auth::{self, Authenticator, Claims, JwtSettings};
-use reten_host::api::{self, AppState};
+use reten_host::api::{self, AppSettings, AppState};
 use reten_host::domain::TenantId;
 use reten_host::policy::Registry;
 use reten_host::policy::registry::RegistryOptions;
+use reten_host::rollout::RolloutSettings;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tempfile::TempDir;
@@ -101,20 +102,33 @@ impl TestApp {
             gates: reten_host::policy::gate::Gates::new(gates),
             metrics: Default::default(),
         };
-        Self::with_registry_options(pool, policies, RegistryOptions { calls: Arc::new(calls), ..Default::default() })
-            .await
+        let options = RegistryOptions { calls: Arc::new(calls), ..Default::default() };
+        Self::with_registry_options(pool, policies, options, RolloutSettings::default()).await
     }
 
     /// An app over `pool` with the given policies directory.
     pub async fn with_policies(pool: PgPool, policies: TempDir) -> Self {
-        Self::with_registry_options(pool, policies, RegistryOptions::default()).await
+        Self::with_registry_options(pool, policies, RegistryOptions::default(), RolloutSettings::default()).await
     }
 
-    /// An app over `pool` with the given policies directory and registry options.
-    pub async fn with_registry_options(pool: PgPool, policies: TempDir, options: RegistryOptions) -> Self {
+    /// An app over `pool` with the given policies directory and policy
+    /// change settings.
+    pub async fn with_rollout(pool: PgPool, policies: TempDir, settings: RolloutSettings) -> Self {
+        Self::with_registry_options(pool, policies, RegistryOptions::default(), settings).await
+    }
+
+    /// An app over `pool` with the given policies directory, registry
+    /// options and policy change settings.
+    pub async fn with_registry_options(
+        pool: PgPool,
+        policies: TempDir,
+        options: RegistryOptions,
+        rollout: RolloutSettings,
+    ) -> Self {
         let registry = Registry::load(policies.path(), options).unwrap();
         let auth = Authenticator::new(&JwtSettings { secret: Some(SECRET.into()), ..Default::default() }).unwrap();
-        let state = AppState::new(pool.clone(), &Default::default(), Arc::new(registry), auth, Default::default());
+        let settings = AppSettings { rollout, ..AppSettings::default() };
+        let state = AppState::new(pool.clone(), Arc::new(registry), auth, &settings);
         Self { router: api::router(state.clone()), state, pool, policies }
     }
 
@@ -344,6 +358,7 @@ impl TestApp {
         let options = reten_host::policy::watcher::WatchOptions {
             debounce: std::time::Duration::from_millis(20),
             rescan_every: std::time::Duration::from_secs(3_600),
+            events: true,
         };
         let watcher = reten_host::policy::watcher::spawn(app.state.registry.clone(), options).unwrap();
         (app, watcher)
@@ -354,10 +369,10 @@ impl TestApp {
         self.policies.path().join("tenants").join(tenant.to_string()).join(rel)
     }
 
-    /// Waits — on the registry's generation, never on a timer — until the
+    /// Waits — on the registry's reloads, never on a timer — until the
     /// published state satisfies `cond`; fails after 20 s.
     pub async fn wait_for(&self, what: &str, cond: impl Fn(&reten_host::policy::registry::RegistryState) -> bool) {
-        let mut rx = self.state.registry.subscribe();
+        let mut rx = self.state.registry.subscribe_reloads();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             if cond(&self.state.registry.state()) {
