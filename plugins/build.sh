@@ -8,14 +8,19 @@
 #      component.
 #
 # Runnable from any directory; a second run with nothing changed takes a few
-# seconds. Usage: plugins/build.sh
+# seconds. Usage: [PLUGINS_TARGET_DIR=dir] plugins/build.sh
+# PLUGINS_TARGET_DIR is Cargo's target directory for this workspace (default
+# plugins/target); a relative one is taken from the caller's directory.
 set -euo pipefail
 
 plugins="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+target_dir="${PLUGINS_TARGET_DIR:-$plugins/target}"
+mkdir -p "$target_dir"
+CARGO_TARGET_DIR="$(cd "$target_dir" && pwd)"
+export CARGO_TARGET_DIR
 cd "$plugins"
 
 target=wasm32-unknown-unknown
-export CARGO_TARGET_DIR="$plugins/target"
 dist="$plugins/dist"
 start=$SECONDS
 
