@@ -108,6 +108,32 @@ async fn resync_never_deletes_users_and_keeps_every_field_it_does_not_send(pool:
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn when_only_some_items_send_is_active_or_roles_the_others_keep_theirs(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let tenant = app.create_tenant("mixed").await;
+    let inactive = |external_id: &str| {
+        let mut c = standard_commerce(external_id);
+        c["is_active"] = json!(false);
+        c
+    };
+    app.sync(tenant, json!([inactive("c-1"), inactive("c-2")])).await.assert_status(StatusCode::CREATED);
+
+    let batch = json!([
+        {"external_id": "c-1", "name": "x", "is_active": true,
+         "users": [{"external_id": "u-pedro", "is_active": true}, {"external_id": "u-maria"}]},
+        {"external_id": "c-2", "name": "x",
+         "users": [{"external_id": "u-pedro"}, {"external_id": "u-maria", "roles": ["FINANCE"]}]}
+    ]);
+    app.sync(tenant, batch).await.assert_status(StatusCode::CREATED);
+
+    let (c1, c2) = (detail(&app, tenant, "c-1").await, detail(&app, tenant, "c-2").await);
+    assert_eq!((&c1["isActive"], &c2["isActive"]), (&json!(true), &json!(false)));
+    assert_eq!((&user(&c1, "u-pedro")["isActive"], &user(&c2, "u-pedro")["isActive"]), (&json!(true), &json!(false)));
+    assert_eq!(user(&c1, "u-maria")["roles"], json!([{"role": "OWNER"}]));
+    assert_eq!(user(&c2, "u-maria")["roles"], json!([{"role": "FINANCE"}]));
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn resync_merges_metadata_into_the_stored_object(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let tenant = app.create_tenant("merge").await;

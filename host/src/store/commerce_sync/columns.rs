@@ -8,6 +8,37 @@ use uuid::Uuid;
 
 use crate::domain::commerce::{SyncCommerce, SyncUser};
 
+/// Which rows of a batch sent an optional column that has a default on
+/// insert (`is_active`, `roles`).
+///
+/// An upsert's `DO UPDATE` sees the row the insert proposed, where a value
+/// the request left out is already the default: it cannot tell the two
+/// apart. When every row (or no row) sent the column, the statement itself
+/// takes (or keeps) it; only a batch where some rows sent it leaves it to a
+/// second statement over those rows ([`Flags`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) enum Sent {
+    Everywhere,
+    #[default]
+    Nowhere,
+    Partly,
+}
+
+impl Sent {
+    fn of<T>(values: &[Option<T>]) -> Self {
+        match values.iter().filter(|v| v.is_some()).count() {
+            n if n == values.len() => Sent::Everywhere,
+            0 => Sent::Nowhere,
+            _ => Sent::Partly,
+        }
+    }
+
+    /// The value the second statement must still write.
+    fn left_over<T: Clone>(self, value: &Option<T>) -> Option<T> {
+        if self == Sent::Partly { value.clone() } else { None }
+    }
+}
+
 /// The commerces of a request, one entry per item.
 pub(super) struct Commerces<'a> {
     pub external_id: Vec<&'a str>,
@@ -15,17 +46,20 @@ pub(super) struct Commerces<'a> {
     pub tax_id: Vec<Option<&'a str>>,
     pub global_external_id: Vec<Option<&'a str>>,
     pub is_active: Vec<Option<bool>>,
+    pub is_active_sent: Sent,
     pub metadata: Vec<Option<Json<&'a Map<String, Value>>>>,
 }
 
 impl<'a> Commerces<'a> {
     pub fn new(items: &'a [SyncCommerce]) -> Self {
+        let is_active: Vec<_> = items.iter().map(|i| i.is_active).collect();
         Self {
             external_id: items.iter().map(|i| i.external_id.as_str()).collect(),
             name: items.iter().map(|i| i.name.as_str()).collect(),
             tax_id: items.iter().map(|i| i.tax_id.as_deref()).collect(),
             global_external_id: items.iter().map(|i| i.global_external_id.as_deref()).collect(),
-            is_active: items.iter().map(|i| i.is_active).collect(),
+            is_active_sent: Sent::of(&is_active),
+            is_active,
             metadata: items.iter().map(|i| i.metadata.as_ref().map(Json)).collect(),
         }
     }
@@ -38,10 +72,9 @@ pub(super) struct Upserted {
     pub inserted: bool,
 }
 
-/// Rows that already existed and must take a sent `is_active` (and, for
-/// users, sent `roles`): an upsert's `DO UPDATE` cannot tell a value the
-/// request left out from the default the insert filled in, so these are set
-/// by a second statement.
+/// The `is_active` and `roles` the upsert left to a second statement (see
+/// [`Sent`]): for rows that already existed and sent them, in a batch where
+/// only some rows did. `None` keeps the stored value.
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct Flags {
     pub id: Vec<Uuid>,
@@ -59,20 +92,20 @@ impl Flags {
         }
     }
 
-    /// The updated commerces that sent `is_active`.
-    pub fn of_commerces(items: &[SyncCommerce], rows: &[Upserted]) -> Self {
+    /// `rows[i]` is what the upsert did with `commerces`' row `i`.
+    pub fn of_commerces(commerces: &Commerces<'_>, rows: &[Upserted]) -> Self {
         let mut flags = Self::default();
-        for (item, row) in items.iter().zip(rows) {
-            flags.push(*row, item.is_active, None);
+        for (is_active, row) in commerces.is_active.iter().zip(rows) {
+            flags.push(*row, commerces.is_active_sent.left_over(is_active), None);
         }
         flags
     }
 
-    /// The updated users that sent `is_active` or `roles`.
+    /// `rows[i]` is what the upsert did with `users`' row `i`.
     pub fn of_users(users: &Users<'_>, rows: &[Upserted]) -> Self {
         let mut flags = Self::default();
-        for ((user, roles), row) in users.sent.iter().zip(&users.roles).zip(rows) {
-            flags.push(*row, user.is_active, roles.clone());
+        for ((is_active, roles), row) in users.is_active.iter().zip(&users.roles).zip(rows) {
+            flags.push(*row, users.is_active_sent.left_over(is_active), users.roles_sent.left_over(roles));
         }
         flags
     }
@@ -140,7 +173,9 @@ pub(super) struct Users<'a> {
     pub external_id: Vec<&'a str>,
     pub name: Vec<Option<&'a str>>,
     pub roles: Vec<Option<String>>,
+    pub roles_sent: Sent,
     pub is_active: Vec<Option<bool>>,
+    pub is_active_sent: Sent,
     /// The user's index in its commerce's list.
     pub position: Vec<i32>,
 }
@@ -160,6 +195,8 @@ impl<'a> Users<'a> {
                 out.position.push(position as i32);
             }
         }
+        out.roles_sent = Sent::of(&out.roles);
+        out.is_active_sent = Sent::of(&out.is_active);
         out
     }
 }
@@ -257,20 +294,40 @@ mod tests {
     }
 
     #[test]
-    fn flags_name_only_updated_rows_that_sent_a_value() {
+    fn flags_name_only_updated_rows_that_sent_a_value_some_rows_left_out() {
         let items = items();
         let old = |n| Upserted { id: Uuid::from_u128(n), inserted: false };
         let new = |n| Upserted { id: Uuid::from_u128(n), inserted: true };
 
-        let commerces = Flags::of_commerces(&items, &[old(1), old(2), old(3)]);
-        assert_eq!(commerces.id, [Uuid::from_u128(1)], "only c-1 sent is_active");
-        assert_eq!(commerces.is_active, [Some(false)]);
-        assert!(Flags::of_commerces(&items, &[new(1), old(2), old(3)]).id.is_empty(), "an insert took them already");
+        let commerces = Commerces::new(&items);
+        assert_eq!(commerces.is_active_sent, Sent::Partly);
+        let flags = Flags::of_commerces(&commerces, &[old(1), old(2), old(3)]);
+        assert_eq!(flags.id, [Uuid::from_u128(1)], "only c-1 sent is_active");
+        assert_eq!(flags.is_active, [Some(false)]);
+        let flags = Flags::of_commerces(&commerces, &[new(1), old(2), old(3)]);
+        assert!(flags.id.is_empty(), "an insert took them already");
 
         let users = Users::new(&items, &[Uuid::nil(); 3]);
+        assert_eq!((users.roles_sent, users.is_active_sent), (Sent::Partly, Sent::Partly));
         let flags = Flags::of_users(&users, &[old(10), new(11), old(12)]);
         assert_eq!(flags.id, [Uuid::from_u128(10), Uuid::from_u128(12)]);
         assert_eq!(flags.roles, [Some("OWNER,ADMIN".to_owned()), None]);
         assert_eq!(flags.is_active, [None, Some(true)]);
+    }
+
+    #[test]
+    fn a_column_every_row_or_no_row_sent_needs_no_second_statement() {
+        let req: SyncRequest = serde_json::from_value(json!({"items": [
+            {"external_id": "c-1", "name": "A", "is_active": true, "users": [{"external_id": "u", "roles": []}]},
+            {"external_id": "c-2", "name": "B", "is_active": false, "users": [{"external_id": "u", "roles": ["OWNER"]}]}
+        ]}))
+        .unwrap();
+        let old = [Upserted { id: Uuid::nil(), inserted: false }; 2];
+        let commerces = Commerces::new(&req.items);
+        assert_eq!(commerces.is_active_sent, Sent::Everywhere);
+        assert_eq!(Flags::of_commerces(&commerces, &old), Flags::default());
+        let users = Users::new(&req.items, &[Uuid::nil(); 2]);
+        assert_eq!((users.roles_sent, users.is_active_sent), (Sent::Everywhere, Sent::Nowhere));
+        assert_eq!(Flags::of_users(&users, &old), Flags::default());
     }
 }

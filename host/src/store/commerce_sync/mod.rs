@@ -3,9 +3,9 @@
 //!
 //! A batch is written set by set, not item by item: one upsert of every
 //! commerce, one replacement of the addresses that were sent, one upsert of
-//! every user, one replacement of the contacts that were sent (plus one
-//! statement each for the `is_active`/`roles` an update sent). A sync of
-//! 1,000 commerces is about eight round trips, not thousands.
+//! every user, one replacement of the contacts that were sent. A sync of
+//! 1,000 commerces is six round trips, not thousands (two more when only
+//! some items send `is_active` or `roles`: see `columns::Sent`).
 //!
 //! Rules, as the API documents them:
 //! - all or nothing: any failure rolls the whole batch back;
@@ -72,8 +72,9 @@ pub async fn sync(pool: &PgPool, tenant: TenantId, req: &SyncRequest) -> Result<
 /// Writes the batch: commerces, their addresses, their users, the users'
 /// contacts.
 async fn write(conn: &mut PgConnection, tenant: TenantId, items: &[SyncCommerce]) -> Result<SyncCounts, sqlx::Error> {
-    let commerces = statements::upsert_commerces(conn, tenant, &Commerces::new(items)).await?;
-    statements::set_commerce_flags(conn, tenant, &Flags::of_commerces(items, &commerces)).await?;
+    let columns = Commerces::new(items);
+    let commerces = statements::upsert_commerces(conn, tenant, &columns).await?;
+    statements::set_commerce_flags(conn, tenant, &Flags::of_commerces(&columns, &commerces)).await?;
     let commerce_ids = ids(&commerces);
     statements::replace_addresses(conn, tenant, &Addresses::new(items, &commerce_ids)).await?;
 

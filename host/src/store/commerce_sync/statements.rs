@@ -11,13 +11,60 @@ use std::collections::HashMap;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::columns::{Addresses, Commerces, Contacts, Flags, Upserted, Users};
+use super::columns::{Addresses, Commerces, Contacts, Flags, Sent, Upserted, Users};
 use crate::domain::TenantId;
 
 /// Every row of an upsert is either inserted or updated, and `RETURNING`
 /// reports both; keys are unique within a batch (`SyncRequest::validate`), so
 /// no row is written twice.
 const EVERY_ROW_RETURNED: &str = "an upsert returns every row it was given";
+
+/// The upsert of every commerce, up to its `DO UPDATE SET` list; what the
+/// list holds for `is_active` depends on the batch (see `Sent`).
+const UPSERT_COMMERCES: &str = r#"
+    INSERT INTO commerces (tenant_id, id, external_id, name, tax_id, global_external_id, is_active, metadata)
+    SELECT $1, gen_random_uuid(), i.external_id, i.name, i.tax_id, i.global_external_id,
+           COALESCE(i.is_active, true), COALESCE(i.metadata, '{}'::jsonb)
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::jsonb[])
+         WITH ORDINALITY AS i(external_id, name, tax_id, global_external_id, is_active, metadata, ord)
+    ORDER BY i.ord
+    ON CONFLICT (tenant_id, external_id) DO UPDATE SET
+"#;
+
+/// The rest of the commerces' `DO UPDATE SET`: what every row updates.
+const UPSERT_COMMERCES_SET: &str = r#"
+      name = EXCLUDED.name,
+      tax_id = COALESCE(EXCLUDED.tax_id, commerces.tax_id),
+      global_external_id = COALESCE(EXCLUDED.global_external_id, commerces.global_external_id),
+      metadata = commerces.metadata || EXCLUDED.metadata,
+      updated_at = now()
+    RETURNING id, external_id, (xmax = 0) AS inserted
+"#;
+
+/// The upsert of every user, up to its `DO UPDATE SET` list.
+const UPSERT_USERS: &str = r#"
+    INSERT INTO commerce_users (tenant_id, id, commerce_id, external_id, name, roles, is_active, position)
+    SELECT $1, gen_random_uuid(), u.commerce_id, u.external_id, u.name,
+           COALESCE(string_to_array(u.roles, ','), '{}'::text[]), COALESCE(u.is_active, true), u.position
+    FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::int4[])
+         WITH ORDINALITY AS u(commerce_id, external_id, name, roles, is_active, position, ord)
+    ORDER BY u.ord
+    ON CONFLICT (tenant_id, commerce_id, external_id) DO UPDATE SET
+"#;
+
+/// The rest of the users' `DO UPDATE SET`: what every row updates.
+const UPSERT_USERS_SET: &str = r#"
+      name = COALESCE(EXCLUDED.name, commerce_users.name),
+      position = EXCLUDED.position,
+      updated_at = now()
+    RETURNING id, commerce_id, external_id, (xmax = 0) AS inserted
+"#;
+
+/// An assignment for a `DO UPDATE SET` list, when every row of the batch
+/// sent the column: the proposed row then holds what was sent.
+fn taken_if_all(sent: Sent, assignment: &'static str) -> &'static str {
+    if sent == Sent::Everywhere { assignment } else { "" }
+}
 
 /// Creates or updates the commerces by external id. Returns, for each item in
 /// order, its id and whether it was created.
@@ -26,32 +73,19 @@ pub(super) async fn upsert_commerces(
     tenant: TenantId,
     c: &Commerces<'_>,
 ) -> Result<Vec<Upserted>, sqlx::Error> {
-    let rows: Vec<(Uuid, String, bool)> = sqlx::query_as(
-        r#"
-        INSERT INTO commerces (tenant_id, id, external_id, name, tax_id, global_external_id, is_active, metadata)
-        SELECT $1, gen_random_uuid(), i.external_id, i.name, i.tax_id, i.global_external_id,
-               COALESCE(i.is_active, true), COALESCE(i.metadata, '{}'::jsonb)
-        FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::jsonb[])
-             WITH ORDINALITY AS i(external_id, name, tax_id, global_external_id, is_active, metadata, ord)
-        ORDER BY i.ord
-        ON CONFLICT (tenant_id, external_id) DO UPDATE SET
-          name = EXCLUDED.name,
-          tax_id = COALESCE(EXCLUDED.tax_id, commerces.tax_id),
-          global_external_id = COALESCE(EXCLUDED.global_external_id, commerces.global_external_id),
-          metadata = commerces.metadata || EXCLUDED.metadata,
-          updated_at = now()
-        RETURNING id, external_id, (xmax = 0) AS inserted
-        "#,
-    )
-    .bind(tenant)
-    .bind(&c.external_id)
-    .bind(&c.name)
-    .bind(&c.tax_id)
-    .bind(&c.global_external_id)
-    .bind(&c.is_active)
-    .bind(&c.metadata)
-    .fetch_all(conn)
-    .await?;
+    let sql =
+        [UPSERT_COMMERCES, taken_if_all(c.is_active_sent, "is_active = EXCLUDED.is_active,"), UPSERT_COMMERCES_SET]
+            .concat();
+    let rows: Vec<(Uuid, String, bool)> = sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(&c.external_id)
+        .bind(&c.name)
+        .bind(&c.tax_id)
+        .bind(&c.global_external_id)
+        .bind(&c.is_active)
+        .bind(&c.metadata)
+        .fetch_all(conn)
+        .await?;
     let by_key: HashMap<&str, Upserted> = rows
         .iter()
         .map(|(id, external_id, inserted)| (external_id.as_str(), Upserted { id: *id, inserted: *inserted }))
@@ -59,7 +93,7 @@ pub(super) async fn upsert_commerces(
     Ok(c.external_id.iter().map(|e| *by_key.get(e).expect(EVERY_ROW_RETURNED)).collect())
 }
 
-/// Sets `is_active` on the updated commerces that sent it.
+/// Sets `is_active` on the updated commerces that the upsert left to it.
 pub(super) async fn set_commerce_flags(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -140,30 +174,23 @@ pub(super) async fn upsert_users(
     if u.sent.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<(Uuid, Uuid, String, bool)> = sqlx::query_as(
-        r#"
-        INSERT INTO commerce_users (tenant_id, id, commerce_id, external_id, name, roles, is_active, position)
-        SELECT $1, gen_random_uuid(), u.commerce_id, u.external_id, u.name,
-               COALESCE(string_to_array(u.roles, ','), '{}'::text[]), COALESCE(u.is_active, true), u.position
-        FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::int4[])
-             WITH ORDINALITY AS u(commerce_id, external_id, name, roles, is_active, position, ord)
-        ORDER BY u.ord
-        ON CONFLICT (tenant_id, commerce_id, external_id) DO UPDATE SET
-          name = COALESCE(EXCLUDED.name, commerce_users.name),
-          position = EXCLUDED.position,
-          updated_at = now()
-        RETURNING id, commerce_id, external_id, (xmax = 0) AS inserted
-        "#,
-    )
-    .bind(tenant)
-    .bind(&u.commerce_id)
-    .bind(&u.external_id)
-    .bind(&u.name)
-    .bind(&u.roles)
-    .bind(&u.is_active)
-    .bind(&u.position)
-    .fetch_all(conn)
-    .await?;
+    let sql = [
+        UPSERT_USERS,
+        taken_if_all(u.roles_sent, "roles = EXCLUDED.roles,"),
+        taken_if_all(u.is_active_sent, "is_active = EXCLUDED.is_active,"),
+        UPSERT_USERS_SET,
+    ]
+    .concat();
+    let rows: Vec<(Uuid, Uuid, String, bool)> = sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(&u.commerce_id)
+        .bind(&u.external_id)
+        .bind(&u.name)
+        .bind(&u.roles)
+        .bind(&u.is_active)
+        .bind(&u.position)
+        .fetch_all(conn)
+        .await?;
     let by_key: HashMap<(Uuid, &str), Upserted> = rows
         .iter()
         .map(|(id, commerce_id, external_id, inserted)| {
@@ -177,7 +204,8 @@ pub(super) async fn upsert_users(
         .collect())
 }
 
-/// Sets `roles` and `is_active` on the updated users that sent them.
+/// Sets `roles` and `is_active` on the updated users that the upsert left to
+/// it.
 pub(super) async fn set_user_flags(
     conn: &mut PgConnection,
     tenant: TenantId,
