@@ -2,20 +2,25 @@
 # Builds every guest policy (plugins/examples/*, plugins/testing/*) as a
 # WebAssembly component, into plugins/dist/<name>.wasm.
 #
-#   1. guests: `cargo build --release --target wasm32-unknown-unknown` (core
-#      modules carrying their WIT world in a custom section);
+#   1. guests: `cargo build --profile guest --target wasm32-unknown-unknown`
+#      (core modules carrying their WIT world in a custom section);
 #   2. `reten-componentize` (native) wraps each module into a validated
 #      component.
 #
 # Runnable from any directory; a second run with nothing changed takes a few
-# seconds. Usage: plugins/build.sh
+# seconds. Usage: [PLUGINS_TARGET_DIR=dir] plugins/build.sh
+# PLUGINS_TARGET_DIR is Cargo's target directory for this workspace (default
+# plugins/target); a relative one is taken from the caller's directory.
 set -euo pipefail
 
 plugins="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+target_dir="${PLUGINS_TARGET_DIR:-$plugins/target}"
+mkdir -p "$target_dir"
+CARGO_TARGET_DIR="$(cd "$target_dir" && pwd)"
+export CARGO_TARGET_DIR
 cd "$plugins"
 
 target=wasm32-unknown-unknown
-export CARGO_TARGET_DIR="$plugins/target"
 dist="$plugins/dist"
 start=$SECONDS
 
@@ -36,14 +41,14 @@ for name in "${guests[@]}"; do
 done
 
 echo "==> building ${#guests[@]} guests for $target"
-cargo build --release --target "$target" "${packages[@]}"
+cargo build --profile guest --target "$target" "${packages[@]}"
 
 echo "==> building reten-componentize"
 cargo build --profile tool -p reten-componentize
 
 modules=()
 for name in "${guests[@]}"; do
-    module="$CARGO_TARGET_DIR/$target/release/$name.wasm"
+    module="$CARGO_TARGET_DIR/$target/guest/$name.wasm"
     if [[ ! -f "$module" ]]; then
         echo "build.sh: $module was not built" >&2
         exit 1

@@ -74,4 +74,5 @@ fn rfc3339() {
     assert_eq!(parse_rfc3339("2025-01-10T09:00:00-03:00"), parse_rfc3339("2025-01-10T12:00:00Z"));
     assert_eq!(parse_rfc3339("2025-01-10"), None);
     assert_eq!(parse_rfc3339("2025-13-10T12:00:00Z"), None);
+    assert_eq!(parse_rfc3339("2025-02-30T12:00:00Z"), None);
 }
