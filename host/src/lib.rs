@@ -11,10 +11,13 @@
 //!   Pure: no HTTP, no database.
 //! - [`policy`]: the registry of compiled policies, the loaders and engines.
 //! - [`store`]: Postgres queries, one module per aggregate.
+//! - [`dispatch`]: the dispatcher, providers, signing, the SSRF guard and
+//!   credentials at rest.
 
 pub mod api;
 pub mod config;
 pub mod demo;
+pub mod dispatch;
 pub mod domain;
 pub mod metrics;
 pub mod policy;

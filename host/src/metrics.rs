@@ -125,6 +125,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
 });
 
 impl Metrics {
+    /// The registry every metric of the process is on, for parts that
+    /// define their own metrics (the dispatcher).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Switches the tenant label of policy metrics on or off (off: `_all`).
     pub fn set_tenant_labels(&self, on: bool) {
         self.tenant_labels.store(on, Ordering::Relaxed);

@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::config::ServeArgs;
+use crate::dispatch::Dispatch;
+use crate::dispatch::worker::{Dispatcher, Parts as DispatcherParts};
 use crate::policy::Registry;
 use crate::policy::registry::RegistryOptions;
 use crate::policy::watcher::{self, WatchOptions, Watcher};
@@ -26,6 +28,13 @@ pub struct App {
     _watcher: Watcher,
 }
 
+/// Builds the dispatch state from the settings, on the process's metrics.
+fn dispatch_state(args: &ServeArgs) -> anyhow::Result<Arc<Dispatch>> {
+    let settings = args.dispatch.settings(args.metrics_tenant_labels);
+    let secrets = args.dispatch.secrets()?;
+    Ok(Arc::new(Dispatch::new(settings, secrets, crate::metrics::METRICS.registry())?))
+}
+
 impl App {
     /// Creates the database if needed, migrates it, loads the policies and
     /// binds the listener.
@@ -39,6 +48,7 @@ impl App {
             jwt.secret = Some(format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()));
         }
         let auth = Arc::new(api::auth::Authenticator::new(&jwt)?);
+        let dispatch = dispatch_state(args)?;
         store::ensure_database(&args.database.database_url).await?;
         let pool = store::connect(&args.database.database_url, &args.database.pool()).await?;
         store::migrate(&pool).await?;
@@ -61,6 +71,7 @@ impl App {
             TcpListener::bind(&args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;
         let demo_banner = if args.demo {
             let demo = crate::demo::provision(&pool).await?;
+            crate::store::dispatch_configs::ensure_mock(&pool, demo.tenant).await?;
             let addr = listener.local_addr()?;
             Some(match &jwt.secret {
                 Some(secret) => crate::demo::banner(&demo, addr, secret)?,
@@ -77,6 +88,7 @@ impl App {
             tenants: Default::default(),
             api_keys: Default::default(),
             limits: Arc::new(crate::api::limits::Limiter::new(args.limits.settings())),
+            dispatch,
         };
         Ok(Self {
             demo_banner,
@@ -105,6 +117,7 @@ impl App {
         tracing::info!(%addr, generation = registry.generation, load_errors = registry.errors().count(), "serving");
         let router = api::router(self.state.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let dispatcher = self.spawn_dispatcher(stop_rx.clone());
         let server = axum::serve(self.listener, router).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections, finishing in-flight requests");
@@ -120,9 +133,36 @@ impl App {
             result = server => result.context("the server failed")?,
             () = deadline => tracing::warn!("grace period over; dropping unfinished requests"),
         }
+        if let Some(dispatcher) = dispatcher
+            && dispatcher.await.is_err()
+        {
+            tracing::error!("the dispatcher's shutdown panicked");
+        }
         self.state.pool.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+impl App {
+    /// Starts the dispatcher unless `RETEN_DISPATCH=false`; it stops when
+    /// `stop` turns true, finishing its sends within the grace period.
+    fn spawn_dispatcher(&self, mut stop: tokio::sync::watch::Receiver<bool>) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.state.dispatch.settings.enabled {
+            tracing::info!("the dispatcher is off on this replica (RETEN_DISPATCH=false)");
+            return None;
+        }
+        let dispatcher = Dispatcher::spawn(DispatcherParts {
+            pool: self.state.pool.clone(),
+            fast: Arc::clone(&self.state.fast),
+            registry: Arc::clone(&self.state.registry),
+            dispatch: Arc::clone(&self.state.dispatch),
+        });
+        let grace = self.grace;
+        Some(tokio::spawn(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            dispatcher.shutdown(grace).await;
+        }))
     }
 }
 

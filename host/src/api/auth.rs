@@ -290,7 +290,9 @@ pub mod perm {
         ManageCommerces,
         SyncCommerces,
         ManageApiKeys,
-        CreateTenant
+        CreateTenant,
+        DispatchActivity,
+        SubmitActivityResult
     );
 }
 

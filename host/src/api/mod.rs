@@ -7,13 +7,17 @@ pub mod api_keys;
 pub mod auth;
 pub mod commerces;
 pub mod config_views;
+pub mod dispatch;
+pub mod dispatch_configs;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod integration;
 pub mod lifecycle;
 pub mod limits;
 pub mod openapi;
 pub mod policies;
+pub mod results;
 pub mod tenants;
 pub mod views;
 
@@ -43,6 +47,8 @@ pub struct AppState {
     pub tenants: Arc<auth::TenantCache>,
     pub api_keys: Arc<api_keys::ApiKeys>,
     pub limits: Arc<limits::Limiter>,
+    /// Dispatch settings, keys, client and metrics, shared with the dispatcher.
+    pub dispatch: Arc<crate::dispatch::Dispatch>,
 }
 
 /// Every route, each with its OpenAPI operation.
@@ -55,6 +61,10 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(commerces::router())
         .merge(tenants::router())
         .merge(policies::router())
+        .merge(dispatch_configs::router())
+        .merge(dispatch::router())
+        .merge(results::router())
+        .merge(integration::router())
         .merge(health::router())
         .merge(openapi::router())
 }

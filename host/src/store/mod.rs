@@ -8,7 +8,11 @@ pub mod activities;
 pub mod api_keys;
 pub mod commerce_sync;
 pub mod commerces;
+pub mod dispatch;
+pub mod dispatch_configs;
+pub mod dispatch_outcomes;
 pub mod fast_pool;
+pub mod results;
 pub mod tenants;
 pub mod transitions;
 
