@@ -9,6 +9,7 @@ pub mod commerces;
 pub mod config_views;
 pub mod dispatch;
 pub mod dispatch_configs;
+pub mod dispatch_providers;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -61,6 +62,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(commerces::router())
         .merge(tenants::router())
         .merge(policies::router())
+        .merge(dispatch_providers::router())
         .merge(dispatch_configs::router())
         .merge(dispatch::router())
         .merge(results::router())

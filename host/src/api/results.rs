@@ -219,7 +219,7 @@ fn check(state: &AppState, tenant: TenantId, b: &SubmitResult) -> Result<Checked
                 format!("must be a result type code: {}", crate::domain::one_of(codes.into_iter())),
             );
         }
-        Some(t) if t.requires_future_scheduled_at && !future.is_some_and(|f| f > Utc::now()) => {
+        Some(t) if t.requires_future_scheduled_at && future.is_none_or(|f| f <= Utc::now()) => {
             e.add(
                 "task_result.future_scheduled_at",
                 format!("is required, in the future, by {}", b.task_result.result),
