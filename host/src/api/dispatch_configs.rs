@@ -43,7 +43,7 @@ pub struct ProviderRef {
 /// A config as answered: never its credentials, only whether each is set.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ConfigView {
+pub struct DispatchConfigView {
     pub id: Uuid,
     pub dispatch_provider_id: Uuid,
     pub channel: Channel,
@@ -60,7 +60,7 @@ pub struct ConfigView {
     pub updated_at: DateTime<Utc>,
 }
 
-impl ConfigView {
+impl DispatchConfigView {
     fn new(r: ConfigRow) -> Result<Self, ApiError> {
         let corrupt = || ApiError::Internal(anyhow::anyhow!("dispatch config {} holds an unknown value", r.id));
         let provider = providers::by_code(r.provider().ok_or_else(corrupt)?);
@@ -233,7 +233,7 @@ async fn write(state: &AppState, tenant: TenantId, id: Uuid, d: &Draft, new: boo
     tag = "dispatch",
     params(TenantHeader),
     responses(
-        (status = 200, description = "Every config of the tenant, oldest first.", body = Vec<ConfigView>),
+        (status = 200, description = "Every config of the tenant, oldest first.", body = Vec<DispatchConfigView>),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -245,9 +245,9 @@ async fn write(state: &AppState, tenant: TenantId, id: Uuid, d: &Draft, new: boo
 async fn list(
     ctx: Tenant<perm::ViewActivities>,
     State(state): State<AppState>,
-) -> Result<Json<Vec<ConfigView>>, ApiError> {
+) -> Result<Json<Vec<DispatchConfigView>>, ApiError> {
     let rows = store::list(&state.pool, ctx.tenant_id).await?;
-    Ok(Json(rows.into_iter().map(ConfigView::new).collect::<Result<_, _>>()?))
+    Ok(Json(rows.into_iter().map(DispatchConfigView::new).collect::<Result<_, _>>()?))
 }
 
 /// Create a dispatch config for a channel.
@@ -263,7 +263,7 @@ async fn list(
     params(TenantHeader),
     request_body = CreateConfig,
     responses(
-        (status = 201, description = "Created (without its credentials).", body = ConfigView),
+        (status = 201, description = "Created (without its credentials).", body = DispatchConfigView),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -279,7 +279,7 @@ async fn create(
     ctx: Tenant<perm::ManageActivityConfig>,
     State(state): State<AppState>,
     TypedBody(body): TypedBody<CreateConfig>,
-) -> Result<(StatusCode, Json<ConfigView>), ApiError> {
+) -> Result<(StatusCode, Json<DispatchConfigView>), ApiError> {
     let provider = providers::by_id(body.dispatch_provider_id)
         .ok_or_else(|| ApiError::field("dispatch_provider_id", "is not a provider of GET /api/dispatch-providers"))?;
     let credentials = body
@@ -298,7 +298,7 @@ async fn create(
     tracing::info!(tenant_id = %ctx.tenant_id, config_id = %row.id, provider = %provider.code,
         channel = %draft.channel, "dispatch config created");
     state.dispatch.wake();
-    Ok((StatusCode::CREATED, Json(ConfigView::new(row)?)))
+    Ok((StatusCode::CREATED, Json(DispatchConfigView::new(row)?)))
 }
 
 /// Change a dispatch config.
@@ -314,7 +314,7 @@ async fn create(
     params(TenantHeader, ("id" = Uuid, Path, description = "The config's id.")),
     request_body = UpdateConfig,
     responses(
-        (status = 200, description = "The config after the change.", body = ConfigView),
+        (status = 200, description = "The config after the change.", body = DispatchConfigView),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -331,7 +331,7 @@ async fn update(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
     TypedBody(body): TypedBody<UpdateConfig>,
-) -> Result<Json<ConfigView>, ApiError> {
+) -> Result<Json<DispatchConfigView>, ApiError> {
     let id = path_id("id", &raw, Uuid::parse_str)?;
     let row =
         store::get(&state.pool, ctx.tenant_id, id).await?.ok_or_else(|| ApiError::not_found("dispatch config", id))?;
@@ -361,7 +361,7 @@ async fn update(
     let row = write(&state, ctx.tenant_id, id, &draft, false).await?;
     tracing::info!(tenant_id = %ctx.tenant_id, config_id = %id, "dispatch config updated");
     state.dispatch.wake();
-    Ok(Json(ConfigView::new(row)?))
+    Ok(Json(DispatchConfigView::new(row)?))
 }
 
 /// Delete a dispatch config; its channel's activities wait for another.

@@ -210,23 +210,7 @@ fn check(state: &AppState, tenant: TenantId, b: &SubmitResult) -> Result<Checked
         .future_scheduled_at
         .as_deref()
         .and_then(|raw| time::parse(raw).map_err(|m| e.add("task_result.future_scheduled_at", m)).ok());
-    let snapshot = state.registry.snapshot(tenant);
-    match snapshot.task_result_types.get(&b.task_result.result) {
-        None => {
-            let codes: Vec<&str> = snapshot.task_result_types.keys().map(String::as_str).collect();
-            e.add(
-                "task_result.result",
-                format!("must be a result type code: {}", crate::domain::one_of(codes.into_iter())),
-            );
-        }
-        Some(t) if t.requires_future_scheduled_at && future.is_none_or(|f| f <= Utc::now()) => {
-            e.add(
-                "task_result.future_scheduled_at",
-                format!("is required, in the future, by {}", b.task_result.result),
-            );
-        }
-        Some(_) => {}
-    }
+    check_result_type(state, tenant, &b.task_result.result, future, &mut e);
     e.finish(()).map_err(ApiError::Validation)?;
     Ok(Checked {
         occurred_at: occurred_at.expect("checked above"),
@@ -234,6 +218,22 @@ fn check(state: &AppState, tenant: TenantId, b: &SubmitResult) -> Result<Checked
         contact_type,
         future_scheduled_at: future,
     })
+}
+
+/// `task_result.result` must be one of the tenant's codes, with a future
+/// `future_scheduled_at` when its type requires one.
+fn check_result_type(state: &AppState, tenant: TenantId, code: &str, future: Option<DateTime<Utc>>, e: &mut Errors) {
+    let snapshot = state.registry.snapshot(tenant);
+    match snapshot.task_result_types.get(code) {
+        None => {
+            let codes = snapshot.task_result_types.keys().map(String::as_str);
+            e.add("task_result.result", format!("must be a result type code: {}", crate::domain::one_of(codes)));
+        }
+        Some(t) if t.requires_future_scheduled_at && future.is_none_or(|f| f <= Utc::now()) => {
+            e.add("task_result.future_scheduled_at", format!("is required, in the future, by {code}"));
+        }
+        Some(_) => {}
+    }
 }
 
 /// Checks and stores a result for the caller's tenant.

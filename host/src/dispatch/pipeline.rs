@@ -134,18 +134,27 @@ async fn send(
         provider: &config.provider_code,
         channel: &f.activity.channel,
         trigger,
-        http_status: match &sent {
-            Sent::Delivered { http_status, .. } => Some(i32::from(*http_status)),
-            Sent::Failed(failure) => failure.http_status.map(i32::from),
-        },
+        http_status: http_status(&sent),
         started_at,
         duration_ms: i32::try_from(clock.elapsed().as_millis()).unwrap_or(i32::MAX),
     };
+    record(ctx, f, &attempt, sent).await
+}
+
+fn http_status(sent: &Sent) -> Option<i32> {
+    match sent {
+        Sent::Delivered { http_status, .. } => Some(i32::from(*http_status)),
+        Sent::Failed(failure) => failure.http_status.map(i32::from),
+    }
+}
+
+/// Records the attempt and its transition, and counts it.
+async fn record(ctx: &Ctx<'_>, f: &ForSend, attempt: &Attempt<'_>, sent: Sent) -> Result<Outcome, sqlx::Error> {
+    let (tenant, attempt_number) = (attempt.tenant, attempt.number);
     let metrics = &ctx.dispatch.metrics;
     match sent {
         Sent::Delivered { provider_activity_id, .. } => {
-            let applied =
-                dispatch_outcomes::record_success(ctx.pool, &attempt, provider_activity_id.as_deref()).await?;
+            let applied = dispatch_outcomes::record_success(ctx.pool, attempt, provider_activity_id.as_deref()).await?;
             metrics.attempt(tenant, &f.activity.channel, "success");
             if !applied {
                 return Ok(Outcome::Lost);
@@ -161,7 +170,7 @@ async fn send(
                 base_secs: settings.retry_base.as_secs_f64(),
             };
             let status =
-                dispatch_outcomes::record_failure(ctx.pool, &attempt, retry, &failure.code, &failure.message).await?;
+                dispatch_outcomes::record_failure(ctx.pool, attempt, retry, &failure.code, &failure.message).await?;
             metrics.attempt(tenant, &f.activity.channel, failure.class());
             // The code only: a provider's answer is its own text.
             tracing::warn!(tenant_id = %tenant, activity_id = %f.activity.id, attempt = attempt_number,

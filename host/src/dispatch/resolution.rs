@@ -8,9 +8,11 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use crate::domain::activity::NewActivity;
+use crate::domain::commerce::{Commerce, HistoryEntry};
 use crate::domain::{AttributeStatus, ResolutionStrategy, TargetStatus, TenantId};
 use crate::resolve::{self, AttributeDecision, Stage, TargetDecision};
-use crate::store::dispatch::ForSend;
+use crate::store::dispatch::{AttributeForSend, ForSend, TargetForSend};
 use crate::store::dispatch_outcomes::{self, DispatchResolution};
 use crate::store::transitions::TransitionError;
 
@@ -51,59 +53,25 @@ pub async fn resolve_pending(
     let row = &f.activity;
     let activity = match row.replay() {
         Ok(a) => a,
-        Err(e) => return failed(ctx, tenant, f, owner, Vec::new(), Vec::new(), e).await,
+        Err(e) => return failed(ctx, tenant, f, owner, e).await,
     };
     let Some((commerce, history)) =
         crate::store::commerces::load_for_resolution(ctx.fast, tenant, row.commerce_id).await?
     else {
         let why = format!("the commerce {} no longer exists", row.commerce_id);
-        return failed(ctx, tenant, f, owner, Vec::new(), Vec::new(), why).await;
+        return failed(ctx, tenant, f, owner, why).await;
     };
-    let commerce = Arc::new(commerce);
-    let snapshot = ctx.registry.snapshot(tenant);
-    let input = resolve::prepare_input(tenant, &activity, Arc::clone(&commerce), history);
-
-    let mut target_decisions = Vec::new();
-    let mut target_traces = Vec::new();
-    for t in &targets {
-        let criteria = activity.target_criteria.as_deref();
-        let (decision, trace) = resolve::target::resolve_target_at(
-            Stage::Dispatch,
-            &snapshot,
-            &input,
-            &commerce,
-            activity.channel,
-            criteria,
-        )
-        .await;
-        if decision.status == TargetStatus::Pending {
-            // The config that applies now is MANUAL.
-            return Ok(Resolved::Held);
-        }
-        target_decisions.push((t.id, decision));
-        target_traces.push(trace);
-    }
-    let mut attribute_decisions = Vec::new();
-    let mut attribute_traces = Vec::new();
-    for a in &attributes {
-        let caller = activity.caller_attribute(&a.key);
-        let (decision, trace) =
-            resolve::attributes::resolve_attribute_at(Stage::Dispatch, &snapshot, &input, &a.key, caller).await;
-        attribute_decisions.push((a.id, decision));
-        attribute_traces.push(trace);
-    }
-    let failure = failure_of(&target_decisions, &attribute_decisions);
-    let trace = json!({
-        "at": crate::domain::time::format(&chrono::Utc::now()),
-        "generation": snapshot.generation,
-        "targets": target_traces,
-        "attributes": attribute_traces,
-        "outcome": if failure.is_some() { "UNRESOLVED" } else { "READY" },
-    });
+    let Some(decided) = decide(ctx, tenant, &activity, (commerce, history), &targets, &attributes).await else {
+        // The config that applies now is MANUAL.
+        return Ok(Resolved::Held);
+    };
+    let failure = failure_of(&decided.targets, &decided.attributes);
+    let mut trace = decided.trace;
+    trace["outcome"] = json!(if failure.is_some() { "UNRESOLVED" } else { "READY" });
     let resolution = DispatchResolution {
         owner,
-        targets: target_decisions.iter().map(|(id, d)| (*id, d)).collect(),
-        attributes: attribute_decisions.iter().map(|(id, d)| (*id, d)).collect(),
+        targets: decided.targets.iter().map(|(id, d)| (*id, d)).collect(),
+        attributes: decided.attributes.iter().map(|(id, d)| (*id, d)).collect(),
         trace,
         failure: failure.clone(),
         commerce_id: row.commerce_id,
@@ -116,6 +84,61 @@ pub async fn resolve_pending(
         Some(why) => Resolved::Failed(why),
         None => Resolved::Written,
     })
+}
+
+/// The decisions about the pending items, and their trace.
+struct Decided {
+    targets: Vec<(uuid::Uuid, TargetDecision)>,
+    attributes: Vec<(uuid::Uuid, AttributeDecision)>,
+    trace: serde_json::Value,
+}
+
+/// Runs the tenant's policies serving now on the pending items; `None` when
+/// a target's config is now MANUAL (it waits for an assignment).
+async fn decide(
+    ctx: &Ctx<'_>,
+    tenant: TenantId,
+    activity: &NewActivity,
+    (commerce, history): (Commerce, Vec<HistoryEntry>),
+    targets: &[&TargetForSend],
+    attributes: &[&AttributeForSend],
+) -> Option<Decided> {
+    let commerce = Arc::new(commerce);
+    let snapshot = ctx.registry.snapshot(tenant);
+    let input = resolve::prepare_input(tenant, activity, Arc::clone(&commerce), history);
+    let mut decided = Decided { targets: Vec::new(), attributes: Vec::new(), trace: json!({}) };
+    let (mut target_traces, mut attribute_traces) = (Vec::new(), Vec::new());
+    for t in targets {
+        let criteria = activity.target_criteria.as_deref();
+        let (decision, trace) = resolve::target::resolve_target_at(
+            Stage::Dispatch,
+            &snapshot,
+            &input,
+            &commerce,
+            activity.channel,
+            criteria,
+        )
+        .await;
+        if decision.status == TargetStatus::Pending {
+            return None;
+        }
+        decided.targets.push((t.id, decision));
+        target_traces.push(trace);
+    }
+    for a in attributes {
+        let caller = activity.caller_attribute(&a.key);
+        let (decision, trace) =
+            resolve::attributes::resolve_attribute_at(Stage::Dispatch, &snapshot, &input, &a.key, caller).await;
+        decided.attributes.push((a.id, decision));
+        attribute_traces.push(trace);
+    }
+    decided.trace = json!({
+        "at": crate::domain::time::format(&chrono::Utc::now()),
+        "generation": snapshot.generation,
+        "targets": target_traces,
+        "attributes": attribute_traces,
+    });
+    Some(decided)
 }
 
 /// Why the activity cannot be sent, if a target or an attribute failed.
@@ -139,14 +162,12 @@ async fn failed(
     tenant: TenantId,
     f: &ForSend,
     owner: uuid::Uuid,
-    targets: Vec<(uuid::Uuid, &TargetDecision)>,
-    attributes: Vec<(uuid::Uuid, &AttributeDecision)>,
     why: String,
 ) -> Result<Resolved, sqlx::Error> {
     let resolution = DispatchResolution {
         owner,
-        targets,
-        attributes,
+        targets: Vec::new(),
+        attributes: Vec::new(),
         trace: json!({"at": crate::domain::time::format(&chrono::Utc::now()), "error": why, "outcome": "UNRESOLVED"}),
         failure: Some(why.clone()),
         commerce_id: f.activity.commerce_id,

@@ -194,6 +194,20 @@ async fn on_dispatch_items_are_pending_until_dispatch_then_resolved_by_policy_an
     let events = events(&app, tenant, &bad).await;
     assert_eq!(event_types(&events), ["CREATED", "DISPATCH_RESOLUTION_FAILED"]);
     assert!(receiver.received().iter().all(|r| r.header("idempotency-key").as_deref() != Some(bad.as_str())));
+
+    // Ana becomes a commerce rep: retry-resolution resolves the target now,
+    // and the dispatcher sends it.
+    let mut commerce_now = crate::support::standard_commerce("c-1");
+    commerce_now["users"][2]["roles"] = json!(["COMMERCE_REP"]);
+    app.sync(tenant, json!([commerce_now])).await.assert_status(StatusCode::CREATED);
+    let uri = format!("/api/activities/{bad}/retry-resolution");
+    let retried = app.call(Method::PATCH, &uri, Some(&crate::support::admin_token(tenant)), Some(tenant), None).await;
+    retried.assert_status(StatusCode::OK);
+    assert_eq!(retried.body["targetUsers"][0]["resolutionStatus"], "LOCKED", "{:#}", retried.body);
+    assert_eq!(retried.body["targetUsers"][0]["commerceUser"]["externalId"], "u-ana");
+    let got = receiver.wait_for(2, Duration::from_secs(5)).await;
+    assert_eq!(got[1].header("idempotency-key").as_deref(), Some(bad.as_str()));
+    wait_activity(&app, tenant, &bad, Duration::from_secs(5), |a| a["status"] == "DISPATCHED").await;
 }
 
 #[sqlx::test(migrations = "../migrations")]

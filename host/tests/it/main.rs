@@ -16,6 +16,7 @@ mod demo;
 mod dispatch;
 mod dispatch_configs;
 mod dispatch_replicas;
+mod dispatch_schema;
 mod fast_pool;
 mod hostile;
 mod http1;
