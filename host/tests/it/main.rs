@@ -15,6 +15,7 @@ mod config_views;
 mod demo;
 mod dispatch;
 mod dispatch_configs;
+mod dispatch_fairness;
 mod dispatch_replicas;
 mod dispatch_schema;
 mod fast_pool;
