@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
     /// Mint a development token signed with RETEN_JWT_SECRET.
@@ -176,7 +176,70 @@ pub struct ServeArgs {
     #[arg(long, env = "RETEN_DEMO")]
     pub demo: bool,
     #[command(flatten)]
+    pub dispatch: DispatchArgs,
+    #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// The dispatcher and the credentials it sends.
+#[derive(Clone, Debug, Args)]
+pub struct DispatchArgs {
+    /// Run the dispatcher on this replica.
+    #[arg(long, env = "RETEN_DISPATCH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub dispatch: bool,
+    /// How often the dispatcher looks for due activities, in ms (it is also
+    /// woken by every create of a due activity).
+    #[arg(long, env = "RETEN_DISPATCH_INTERVAL_MS", default_value_t = 1_000)]
+    pub dispatch_interval_ms: u64,
+    /// Sends in flight per tenant on this replica.
+    #[arg(long, env = "RETEN_DISPATCH_PER_TENANT", default_value_t = 16)]
+    pub dispatch_per_tenant: usize,
+    /// How long a provider has to answer, in ms.
+    #[arg(long, env = "RETEN_DISPATCH_TIMEOUT_MS", default_value_t = 10_000)]
+    pub dispatch_timeout_ms: u64,
+    /// The wait after a first failed attempt, in ms; ×4 after each further one.
+    #[arg(long, env = "RETEN_DISPATCH_RETRY_BASE_MS", default_value_t = 30_000)]
+    pub dispatch_retry_base_ms: u64,
+    /// Attempts before an activity is FAILED.
+    #[arg(long, env = "RETEN_DISPATCH_MAX_ATTEMPTS", default_value_t = 3)]
+    pub dispatch_max_attempts: u32,
+    /// Hosts (names or IP literals, comma-separated, matched exactly) that
+    /// may be reached over http and at private addresses: development and tests.
+    #[arg(long, env = "RETEN_DISPATCH_ALLOW_HOSTS", value_delimiter = ',')]
+    pub dispatch_allow_hosts: Vec<String>,
+    /// Whether hosts outside RETEN_DISPATCH_ALLOW_HOSTS may be reached at
+    /// all; false keeps every send on the allow list (sandboxes, test runs).
+    #[arg(long, env = "RETEN_DISPATCH_ALLOW_PUBLIC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub dispatch_allow_public: bool,
+    /// The base64 of 32 bytes: seals dispatch credentials (AES-256-GCM).
+    #[arg(long, env = "RETEN_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
+    /// The previous key during a rotation: still opens what it sealed.
+    #[arg(long, env = "RETEN_SECRETS_KEY_PREVIOUS", hide_env_values = true)]
+    pub secrets_key_previous: Option<String>,
+}
+
+impl DispatchArgs {
+    /// The dispatcher's settings.
+    pub fn settings(&self, tenant_labels: bool) -> crate::dispatch::DispatchSettings {
+        crate::dispatch::DispatchSettings {
+            enabled: self.dispatch,
+            interval: Duration::from_millis(self.dispatch_interval_ms.max(10)),
+            per_tenant: self.dispatch_per_tenant.max(1),
+            timeout: Duration::from_millis(self.dispatch_timeout_ms.max(1)),
+            retry_base: Duration::from_millis(self.dispatch_retry_base_ms),
+            max_attempts: self.dispatch_max_attempts.max(1),
+            allow_hosts: self.dispatch_allow_hosts.iter().filter(|h| !h.trim().is_empty()).cloned().collect(),
+            allow_public: self.dispatch_allow_public,
+            tenant_labels,
+            ..crate::dispatch::DispatchSettings::default()
+        }
+    }
+
+    /// The credential keys; a malformed one is an error.
+    pub fn secrets(&self) -> anyhow::Result<crate::dispatch::Secrets> {
+        crate::dispatch::Secrets::from_base64(self.secrets_key.as_deref(), self.secrets_key_previous.as_deref())
+    }
 }
 
 /// Abuse limits.

@@ -13,10 +13,13 @@
 //! - [`rollout`]: safe policy changes — changesets, revisions, restore, and
 //!   every replica in step.
 //! - [`store`]: Postgres queries, one module per aggregate.
+//! - [`dispatch`]: the dispatcher, providers, signing, the SSRF guard and
+//!   credentials at rest.
 
 pub mod api;
 pub mod config;
 pub mod demo;
+pub mod dispatch;
 pub mod domain;
 pub mod metrics;
 pub mod policy;

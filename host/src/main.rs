@@ -11,10 +11,10 @@ use reten_host::{store, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+    let result = match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
         Command::Serve(args) => {
             telemetry::init(&args.log.log_format);
-            serve(args).await
+            serve(*args).await
         }
         Command::Migrate(args) => {
             telemetry::init("text");

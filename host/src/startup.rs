@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppSettings, AppState};
 use crate::config::ServeArgs;
+use crate::dispatch::worker::{Dispatcher, Parts as DispatcherParts};
 use crate::metrics::Metrics;
 use crate::policy::gate::{GateSettings, Gates};
 use crate::policy::registry::RegistryOptions;
@@ -47,6 +48,7 @@ impl App {
             jwt.secret = Some(format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()));
         }
         let auth = api::auth::Authenticator::new(&jwt)?;
+        let secrets = args.dispatch.secrets()?;
         store::ensure_database(&args.database.database_url).await?;
         let pool = store::connect(&args.database.database_url, &args.database.pool()).await?;
         store::migrate(&pool).await?;
@@ -70,6 +72,7 @@ impl App {
             TcpListener::bind(&args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;
         let demo_banner = if args.demo {
             let demo = crate::demo::provision(&pool).await?;
+            crate::store::dispatch_configs::ensure_mock(&pool, demo.tenant).await?;
             let addr = listener.local_addr()?;
             Some(match &jwt.secret {
                 Some(secret) => crate::demo::banner(&demo, addr, secret)?,
@@ -83,8 +86,9 @@ impl App {
             pool: args.database.pool(),
             limits: args.limits.settings(),
             rollout: crate::rollout::RolloutSettings { read_only: args.policies_read_only },
+            dispatch: args.dispatch.settings(args.metrics_tenant_labels),
         };
-        let state = AppState::new(pool, registry, auth, &settings);
+        let state = AppState::new(pool, registry, auth, &settings, secrets)?;
         Ok(Self {
             demo_banner,
             listener,
@@ -114,6 +118,7 @@ impl App {
         let router = api::router(self.state.clone());
         let trimmer = tokio::spawn(trim_idle_connections(Arc::clone(&self.state.fast)));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let dispatcher = self.spawn_dispatcher(stop_rx.clone());
         let server = axum::serve(self.listener, router).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections, finishing in-flight requests");
@@ -128,6 +133,11 @@ impl App {
         tokio::select! {
             result = server => result.context("the server failed")?,
             () = deadline => tracing::warn!("grace period over; dropping unfinished requests"),
+        }
+        if let Some(dispatcher) = dispatcher
+            && dispatcher.await.is_err()
+        {
+            tracing::error!("the dispatcher's shutdown panicked");
         }
         trimmer.abort();
         self.state.fast.close().await;
@@ -148,6 +158,28 @@ async fn trim_idle_connections(fast: Arc<store::fast_pool::FastPool>) {
         if closed > 0 {
             tracing::debug!(closed, "closed idle connections of the create path");
         }
+    }
+}
+
+impl App {
+    /// Starts the dispatcher unless `RETEN_DISPATCH=false`; it stops when
+    /// `stop` turns true, finishing its sends within the grace period.
+    fn spawn_dispatcher(&self, mut stop: tokio::sync::watch::Receiver<bool>) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.state.dispatch.settings.enabled {
+            tracing::info!("the dispatcher is off on this replica (RETEN_DISPATCH=false)");
+            return None;
+        }
+        let dispatcher = Dispatcher::spawn(DispatcherParts {
+            pool: self.state.pool.clone(),
+            fast: Arc::clone(&self.state.fast),
+            registry: Arc::clone(&self.state.registry),
+            dispatch: Arc::clone(&self.state.dispatch),
+        });
+        let grace = self.grace;
+        Some(tokio::spawn(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            dispatcher.shutdown(grace).await;
+        }))
     }
 }
 

@@ -1,6 +1,6 @@
 //! No token, API key or secret ever reaches a log line: every level, every
 //! target, in both formats the service offers, through bearer-token,
-//! API-key and refused-credential flows.
+//! API-key and refused-credential flows, and a dispatch with credentials.
 //!
 //! A test binary of its own, so that its capturing subscriber is the
 //! process's global one (a thread-local subscriber can lose events to the
@@ -22,7 +22,15 @@ use sqlx::PgPool;
 #[path = "it/support.rs"]
 mod support;
 
+#[allow(dead_code)]
+#[path = "it/receiver.rs"]
+mod receiver;
+
 use support::{SECRET, TestApp, admin_token, seed_body};
+
+/// A dispatch config's credentials, which must never be logged.
+const DISPATCH_KEY: &str = "sk-dispatch-logs-0123456789";
+const SIGNING_SECRET: &str = "whsec-dispatch-logs-secret";
 
 fn claims(tenant: TenantId) -> Value {
     let now = chrono::Utc::now().timestamp();
@@ -136,7 +144,43 @@ async fn no_token_and_no_api_key_appears_in_the_logs(pool: PgPool) {
         app.post(tenant, &format!("/api/api-keys/{key_id}/revoke"), &json!({})).await.assert_status(StatusCode::OK);
         app.send(with_key(key.clone(), "/api/activities", None)).await.assert_status(StatusCode::UNAUTHORIZED);
 
+        // Dispatch: credentials written, sealed, opened and sent with a task
+        // dispatched by hand, and a webhook config listed and changed.
+        let mut app = app;
+        app.set_dispatch(
+            reten_host::dispatch::DispatchSettings {
+                allow_hosts: vec!["127.0.0.1".into()],
+                allow_public: false,
+                ..Default::default()
+            },
+            Some(support::SECRETS_KEY),
+        );
+        let receiver = receiver::Receiver::start(receiver::Answer::Accept).await;
+        let webhook = reten_host::dispatch::providers::provider_id(reten_host::domain::ProviderCode::Webhook);
+        let config = app
+            .post(
+                tenant,
+                "/api/dispatch-configs",
+                &json!({"dispatch_provider_id": webhook, "channel": "WHATSAPP", "base_url": receiver.base_url(),
+                        "credentials": {"api_key": DISPATCH_KEY, "signing_secret": SIGNING_SECRET}}),
+            )
+            .await;
+        config.assert_status(StatusCode::CREATED);
+        let mut task = seed_body(commerce, "log-task");
+        task["type"] = json!("TASK");
+        let task = app.create_activity(tenant, &task).await.body["id"].as_str().unwrap().to_owned();
+        let uri = format!("/api/activities/tasks/{task}/dispatch");
+        app.call(axum::http::Method::POST, &uri, Some(&admin), Some(tenant), None)
+            .await
+            .assert_status(StatusCode::NO_CONTENT);
+        assert_eq!(receiver.received()[0].header("x-api-key").as_deref(), Some(DISPATCH_KEY));
+        let patch = format!("/api/dispatch-configs/{}", config.body["id"].as_str().unwrap());
+        app.call(axum::http::Method::PATCH, &patch, Some(&admin), Some(tenant), Some(&json!({"is_active": true})))
+            .await
+            .assert_status(StatusCode::OK);
+
         let logs = captured.text();
+        assert!(logs.contains("dispatch config created"), "the dispatch was logged:\n{logs}");
         // The capture works: the requests were logged, by route.
         assert!(logs.contains("/api/activities"), "the requests were logged:\n{logs}");
         assert!(logs.contains("/api/api-keys"), "the key routes were logged:\n{logs}");
@@ -153,6 +197,9 @@ async fn no_token_and_no_api_key_appears_in_the_logs(pool: PgPool) {
             ("the API key's secret part", key_secret),
             ("the near-miss key", near_miss),
             ("the API key's hash", reten_host::api::auth::hash_key(&key)),
+            ("a dispatch config's api_key", DISPATCH_KEY.to_owned()),
+            ("a dispatch config's signing secret", SIGNING_SECRET.to_owned()),
+            ("the secrets key", support::SECRETS_KEY.to_owned()),
         ];
         for (what, secret) in &secrets {
             assert!(!secret.is_empty());

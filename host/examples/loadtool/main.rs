@@ -12,7 +12,8 @@
 //!   latency percentiles, statuses and CPU;
 //! - `ready`: waits for `/readyz`, timing a cold start;
 //! - `cpu`: CPU use by process over a window (next to pgbench);
-//! - `reload`: times "policy file written → new version serving".
+//! - `reload`: times "policy file written → new version serving";
+//! - `receive`: a webhook receiver on the loopback for `dispatch.sh`.
 //!
 //! Run through the scripts (`examples/load/*.sh`), or by hand:
 //! `cargo run --release -p reten-host --example loadtool -- --help`.
@@ -21,6 +22,7 @@ mod cpu;
 mod http;
 mod load;
 mod pgbench;
+mod receive;
 mod reload;
 mod seed;
 
@@ -51,6 +53,7 @@ enum Command {
     Ready(ReadyArgs),
     Cpu(cpu::CpuArgs),
     Reload(reload::ReloadArgs),
+    Receive(receive::ReceiveArgs),
 }
 
 /// Writes pgbench scripts replaying the warm-up creates of `seed`.
@@ -169,6 +172,7 @@ fn main() -> anyhow::Result<()> {
             Command::Ready(args) => ready(args).await,
             Command::Cpu(args) => cpu::run(args).await,
             Command::Reload(args) => reload::run(args).await,
+            Command::Receive(args) => receive::run(args).await,
         }
     })
 }

@@ -52,6 +52,10 @@ pub enum ApiError {
     /// 431: the request headers are too large.
     #[error("{0}")]
     HeadersTooLarge(String),
+    /// 502: a provider did not accept what was sent to it (its error is the
+    /// detail).
+    #[error("{0}")]
+    BadGateway(String),
     /// 503 with `Retry-After`: a dependency (Postgres) is down or saturated.
     #[error("{0}")]
     Unavailable(String),
@@ -93,6 +97,7 @@ impl ApiError {
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -113,6 +118,7 @@ impl ApiError {
             ApiError::Unprocessable { .. } => "unprocessable",
             ApiError::TooManyRequests { .. } => "too-many-requests",
             ApiError::HeadersTooLarge(_) => "headers-too-large",
+            ApiError::BadGateway(_) => "bad-gateway",
             ApiError::Unavailable(_) => "service-unavailable",
             ApiError::Internal(_) => "internal-error",
         }

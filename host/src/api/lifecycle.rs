@@ -17,9 +17,8 @@ use super::extract::{ApiPath, TypedBody, path_id};
 use super::openapi::{BadRequest, Conflict, NotFound, PayloadTooLarge, TenantHeader, UnsupportedMediaType};
 use super::views::{ActivityDetail, TargetUserView};
 use super::{ApiError, AppState};
-use crate::domain::activity::NewActivity;
 use crate::domain::{ActivityId, ActivityStatus, AttributeStatus, LockReason, TargetStatus, TenantId};
-use crate::resolve::{self, TargetDecision};
+use crate::resolve::{self, Stage, TargetDecision};
 use crate::store::activities::{self as store, ActivityRow};
 use crate::store::transitions::{self, Assignment, RetryOutcome, TransitionError};
 
@@ -49,25 +48,6 @@ async fn detail(state: &AppState, tenant: TenantId, id: ActivityId) -> Result<Js
     let targets = store::target_users(&state.pool, tenant, id).await?;
     let attributes = store::attributes(&state.pool, tenant, id).await?;
     Ok(Json(ActivityDetail::new(row, targets, attributes)))
-}
-
-/// The request an activity was created from, as stored: what a retry replays.
-fn replay(row: &ActivityRow) -> NewActivity {
-    NewActivity {
-        activity_type: row.activity_type,
-        channel: row.channel,
-        reason: row.reason.clone(),
-        commerce_id: row.commerce_id,
-        idempotency_key: row.idempotency_key.clone(),
-        scheduled_at: row.scheduled_at,
-        suggested_execution_time: row.suggested_execution_time,
-        user_status: row.user_status.clone(),
-        score: row.score,
-        assignment_reason: row.assignment_reason.clone(),
-        target_criteria: row.target_criteria.as_ref().map(|c| c.0.clone()),
-        attribute_keys: row.attribute_keys.clone(),
-        attributes: row.caller_attributes.0.clone(),
-    }
 }
 
 /// Retry the resolution of an UNRESOLVED activity.
@@ -103,7 +83,7 @@ async fn retry(
             row.status
         )));
     }
-    let activity = replay(&row);
+    let activity = row.replay();
     let targets = store::target_users(&state.pool, tenant, row.id).await?;
     let attributes = store::attributes(&state.pool, tenant, row.id).await?;
     let (commerce, history) = crate::store::commerces::load_for_resolution(&state.fast, tenant, row.commerce_id)
@@ -116,7 +96,11 @@ async fn retry(
     let mut target_decisions = Vec::new();
     let mut target_traces = Vec::new();
     for t in targets.iter().filter(|t| t.resolution_status == TargetStatus::Failed) {
-        let (decision, trace) = resolve::target::resolve_target(
+        // A FAILED item is retried as the dispatcher would resolve it: an
+        // ON_DISPATCH target or attribute that failed at dispatch resolves
+        // now, not back to PENDING.
+        let (decision, trace) = resolve::target::resolve_target_at(
+            Stage::Dispatch,
             &snapshot,
             &input,
             &commerce,
@@ -130,8 +114,14 @@ async fn retry(
     let mut attribute_decisions = Vec::new();
     let mut attribute_traces = Vec::new();
     for a in attributes.iter().filter(|a| a.resolution_status == AttributeStatus::Failed) {
-        let (decision, trace) =
-            resolve::attributes::resolve_attribute(&snapshot, &input, &a.key, activity.caller_attribute(&a.key)).await;
+        let (decision, trace) = resolve::attributes::resolve_attribute_at(
+            Stage::Dispatch,
+            &snapshot,
+            &input,
+            &a.key,
+            activity.caller_attribute(&a.key),
+        )
+        .await;
         attribute_decisions.push((a.id, decision));
         attribute_traces.push(trace);
     }

@@ -7,15 +7,20 @@ pub mod api_keys;
 pub mod auth;
 pub mod commerces;
 pub mod config_views;
+pub mod dispatch;
+pub mod dispatch_configs;
+pub mod dispatch_providers;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod integration;
 pub mod lifecycle;
 pub mod limits;
 pub mod openapi;
 pub mod policies;
 pub mod policy_changes;
 pub mod policy_revisions;
+pub mod results;
 pub mod tenants;
 pub mod views;
 
@@ -49,6 +54,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Policy changes: changesets, revisions, restore.
     pub rollout: Arc<crate::rollout::Rollout>,
+    /// Dispatch settings, keys, client and metrics, shared with the dispatcher.
+    pub dispatch: Arc<crate::dispatch::Dispatch>,
 }
 
 /// The settings an app's state is built from (each has its own default).
@@ -57,16 +64,26 @@ pub struct AppSettings {
     pub pool: crate::store::PoolSettings,
     pub limits: limits::LimitSettings,
     pub rollout: crate::rollout::RolloutSettings,
+    pub dispatch: crate::dispatch::DispatchSettings,
 }
 
 impl AppState {
     /// The state of an app over `pool`, with the create path's own pool of
-    /// the same size, and the metrics the policy registry records into.
-    pub fn new(pool: PgPool, registry: Arc<Registry>, auth: auth::Authenticator, settings: &AppSettings) -> Self {
+    /// the same size, and the metrics the policy registry records into
+    /// (the dispatcher's too). Fails only if the dispatch client cannot be
+    /// built.
+    pub fn new(
+        pool: PgPool,
+        registry: Arc<Registry>,
+        auth: auth::Authenticator,
+        settings: &AppSettings,
+        secrets: crate::dispatch::Secrets,
+    ) -> anyhow::Result<Self> {
         let metrics = Arc::clone(&registry.calls().metrics);
         let fast = crate::store::fast_pool(&pool, &settings.pool).with_acquire_histogram(metrics.db_acquire.clone());
         let rollout = Arc::new(crate::rollout::Rollout::new(pool.clone(), Arc::clone(&registry), settings.rollout));
-        Self {
+        let dispatch = crate::dispatch::Dispatch::new(settings.dispatch.clone(), secrets, metrics.registry())?;
+        Ok(Self {
             pool,
             fast: Arc::new(fast),
             registry,
@@ -76,7 +93,8 @@ impl AppState {
             limits: Arc::new(limits::Limiter::new(settings.limits)),
             metrics,
             rollout,
-        }
+            dispatch: Arc::new(dispatch),
+        })
     }
 }
 
@@ -93,6 +111,11 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(policies::router())
         .merge(policy_changes::router())
         .merge(policy_revisions::router())
+        .merge(dispatch_providers::router())
+        .merge(dispatch_configs::router())
+        .merge(dispatch::router())
+        .merge(results::router())
+        .merge(integration::router())
         .merge(openapi::router())
 }
 

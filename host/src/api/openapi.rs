@@ -69,6 +69,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
             Unprocessable,
             TooManyRequests,
             HeadersTooLarge,
+            BadGateway,
             Unavailable
         )
     ),
@@ -80,6 +81,9 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
         (name = "tenants", description = "Provision tenants."),
         (name = "api-keys", description = "Tenant-bound keys for integrations, sent as `x-api-key`."),
         (name = "policies", description = "List, upload and delete policy files, the tenant's or the global ones."),
+        (name = "dispatch", description = "Providers, each tenant's dispatch configs, manual dispatch and retry."),
+        (name = "results", description = "Activity results, from the platform or an integration."),
+        (name = "integration", description = "The Task Integration API: API keys only (`x-api-key`)."),
         (name = "health", description = "Liveness, readiness and this document.")
     )
 )]
@@ -282,6 +286,18 @@ problem_response!(
                     column: Some(7),
                 }],
             },
+        )],
+    )
+);
+
+problem_response!(
+    /// 502: the provider did not answer 2xx.
+    BadGateway => problem(
+        "The provider did not accept the activity (it answered non-2xx, or not at all); the attempt counts. \
+         `detail` carries the provider's error.",
+        vec![(
+            "provider-error",
+            ApiError::BadGateway("the provider answered 503 Service Unavailable: try later (attempt 1 of 3)".into()),
         )],
     )
 );

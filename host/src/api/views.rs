@@ -131,6 +131,8 @@ pub struct ActivityDetail {
     #[schema(value_type = Object)]
     pub resolution_trace: Value,
     pub created_by: String,
+    /// The provider's id for the activity, from its answer to the dispatch.
+    pub provider_activity_id: Option<String>,
     #[serde(with = "crate::domain::time::millis")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "crate::domain::time::millis")]
@@ -159,6 +161,7 @@ impl ActivityDetail {
             attributes: attributes.into_iter().map(AttributeView::from).collect(),
             resolution_trace: r.resolution_trace.0,
             created_by: r.created_by,
+            provider_activity_id: r.provider_activity_id,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }

@@ -123,6 +123,9 @@ macro_rules! string_enum {
     };
 }
 
+// After `string_enum!`, which it uses.
+pub mod result;
+
 /// Joins names as "A, B or C".
 pub fn one_of<'a>(names: impl Iterator<Item = &'a str>) -> String {
     let names: Vec<&str> = names.collect();
@@ -266,6 +269,26 @@ string_enum!(
         TargetUserResolved => "TARGET_USER_RESOLVED",
         Canceled => "CANCELED",
         DispatchSuccess => "DISPATCH_SUCCESS",
+        /// A send that was not answered 2xx; another follows after a backoff.
+        DispatchAttemptFailed => "DISPATCH_ATTEMPT_FAILED",
+        /// The last attempt failed: the activity is FAILED.
+        DispatchFailed => "DISPATCH_FAILED",
+        /// retry-dispatch put a FAILED activity back to READY.
+        DispatchRetry => "DISPATCH_RETRY",
+        /// An ON_DISPATCH target or attribute could not be resolved at dispatch.
+        DispatchResolutionFailed => "DISPATCH_RESOLUTION_FAILED",
+        /// A result moved the activity (or replaced an earlier one).
+        ResultReceived => "RESULT_RECEIVED",
+    }
+);
+
+string_enum!(
+    /// A dispatch provider of the catalogue.
+    ProviderCode {
+        /// REST: `POST {base_url}/activities`, signed.
+        Webhook => "WEBHOOK",
+        /// Always succeeds, sends nothing: for development and demos.
+        Mock => "MOCK",
     }
 );
 
@@ -319,6 +342,8 @@ impl Role {
             P::ManageRoutes,
             P::ViewActivities,
             P::CreateActivity,
+            P::DispatchActivity,
+            P::SubmitActivityResult,
         ];
         const ADMIN: &[Permission] = &[
             P::CreateUser,
@@ -429,6 +454,16 @@ mod tests {
         assert!(admin.contains(Permission::CancelActivity));
         assert!(!fde.contains(Permission::CancelActivity));
         assert!(admin.includes(fde));
+    }
+
+    #[test]
+    fn dispatching_and_submitting_results_belong_to_super_admin_admin_and_fde_only() {
+        for p in [Permission::DispatchActivity, Permission::SubmitActivityResult] {
+            for role in [Role::SuperAdmin, Role::Admin, Role::Fde] {
+                assert!(role.permissions().contains(&p), "{role} lacks {p}");
+            }
+            assert!(!Role::Viewer.permissions().contains(&p));
+        }
     }
 
     #[test]

@@ -31,6 +31,41 @@ pub struct ConfigFile {
     pub attribute_keys: BTreeMap<String, AttributeKeyDef>,
     #[serde(default)]
     pub limits: Option<LimitsToml>,
+    /// Result codes added to the built-in ones ([`default_task_result_types`]),
+    /// by code: what `task_result.result` may hold.
+    #[serde(default)]
+    pub task_result_types: BTreeMap<String, TaskResultType>,
+}
+
+/// A result type: a code an activity result may report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskResultType {
+    /// For display to operators.
+    pub label: String,
+    /// Whether a result of this type must carry a future `future_scheduled_at`.
+    #[serde(default)]
+    pub requires_future_scheduled_at: bool,
+}
+
+/// The documented result types, which every tenant has.
+pub fn default_task_result_types() -> BTreeMap<String, TaskResultType> {
+    [
+        ("SALE_COMPLETED", "Venta completada", false),
+        ("NOT_INTERESTED", "No interesado", false),
+        ("RESCHEDULE", "Reprogramar visita", true),
+        ("NO_CONTACT", "Sin contacto", false),
+    ]
+    .into_iter()
+    .map(|(code, label, future)| {
+        (code.to_owned(), TaskResultType { label: label.to_owned(), requires_future_scheduled_at: future })
+    })
+    .collect()
+}
+
+/// Result type codes: letters, digits and `_`, at most 64 characters.
+pub fn is_result_code(code: &str) -> bool {
+    !code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// One target resolution config: when it applies and how it resolves.
@@ -195,6 +230,9 @@ pub fn parse_config(text: &str, is_tenant: bool) -> Result<ConfigFile, ConfigErr
     }
     if let Some(limits) = &file.limits {
         super::Limits::default().with_overrides(limits).map_err(ConfigError::plain)?;
+    }
+    if let Some(code) = file.task_result_types.keys().find(|c| !is_result_code(c)) {
+        return Err(ConfigError::plain(format!("task result type '{code}' must match [A-Za-z0-9_]+")));
     }
     Ok(file)
 }

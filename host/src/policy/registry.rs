@@ -380,6 +380,11 @@ pub(super) fn merge(generation: u64, global: &Layer, tenant: Option<&Layer>, bas
         }
     }
 
+    let mut task_result_types = super::config::default_task_result_types();
+    for cfg in global_cfg.into_iter().chain(tenant_cfg) {
+        task_result_types.extend(cfg.task_result_types.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+
     let mut limits = *base_limits;
     for cfg in global_cfg.into_iter().chain(tenant_cfg) {
         if let Some(o) = &cfg.limits {
@@ -397,5 +402,6 @@ pub(super) fn merge(generation: u64, global: &Layer, tenant: Option<&Layer>, bas
         criteria,
         attribute_policies,
         limits,
+        task_result_types,
     }
 }

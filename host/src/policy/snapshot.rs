@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::config::{AttributeKeyDef, AttributeSetting, TargetResolutionConfig};
+use super::config::{AttributeKeyDef, AttributeSetting, TargetResolutionConfig, TaskResultType};
 use super::{Limits, Origin, Policy};
 use crate::domain::Channel;
 use crate::domain::activity::Vocabulary;
@@ -42,6 +42,9 @@ pub struct TenantSnapshot {
     /// Attribute policies by name (`commerce_info`).
     pub attribute_policies: BTreeMap<String, Arc<Policy>>,
     pub limits: Limits,
+    /// The result codes activity results may report: the built-in ones, the
+    /// global layer's and the tenant's.
+    pub task_result_types: BTreeMap<String, TaskResultType>,
 }
 
 impl TenantSnapshot {

@@ -8,6 +8,7 @@ use crate::policy::config::AttributeSetting;
 use crate::policy::snapshot::ConfigSource;
 use crate::policy::{PolicyFailure, PolicyRef, PreparedInput, TenantSnapshot};
 
+use super::Stage;
 use super::trace::AttributeTrace;
 
 /// The decision about one attribute key.
@@ -22,9 +23,23 @@ pub struct AttributeDecision {
     pub error_message: Option<String>,
 }
 
-/// Resolves one key: the caller's value, else the configured strategy, else
-/// the caller's fallback, else the configured fallback, else FAILED.
+/// Resolves one key as a create does: the caller's value, else the
+/// configured strategy, else the caller's fallback, else the configured
+/// fallback, else FAILED.
 pub async fn resolve_attribute(
+    snapshot: &TenantSnapshot,
+    input: &PreparedInput,
+    key: &str,
+    caller: Option<&CallerAttribute>,
+) -> (AttributeDecision, AttributeTrace) {
+    resolve_attribute_at(Stage::Creation, snapshot, input, key, caller).await
+}
+
+/// [`resolve_attribute`] at a given stage: at [`Stage::Dispatch`] an
+/// `ON_DISPATCH` key runs its policy now, with the same fallbacks as an
+/// `UPFRONT` one.
+pub async fn resolve_attribute_at(
+    stage: Stage,
     snapshot: &TenantSnapshot,
     input: &PreparedInput,
     key: &str,
@@ -62,12 +77,12 @@ pub async fn resolve_attribute(
     }
 
     let why_not = match setting.strategy {
-        AttributeStrategy::OnDispatch => {
+        AttributeStrategy::OnDispatch if stage == Stage::Creation => {
             trace.outcome = AttributeStatus::Pending;
             return (decision, trace);
         }
         AttributeStrategy::CallerProvided => "the caller provided no value".to_owned(),
-        AttributeStrategy::Upfront => {
+        AttributeStrategy::Upfront | AttributeStrategy::OnDispatch => {
             match run_policy(snapshot, input, key, &setting, &mut decision, &mut trace).await {
                 Ok(()) => {
                     trace.outcome = decision.status;

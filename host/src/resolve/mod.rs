@@ -20,6 +20,15 @@ pub use attributes::AttributeDecision;
 pub use target::TargetDecision;
 pub use trace::Trace;
 
+/// When resolution runs. A create resolves what its strategies say to
+/// resolve on creation; the dispatcher (and a retry, which runs after the
+/// fact) also resolves what `ON_DISPATCH` strategies deferred.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Creation,
+    Dispatch,
+}
+
 /// Everything resolution decided for one activity.
 #[derive(Clone, Debug)]
 pub struct Resolution {

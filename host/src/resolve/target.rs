@@ -7,6 +7,7 @@ use crate::policy::config::TargetResolutionConfig;
 use crate::policy::snapshot::ConfigSource;
 use crate::policy::{PolicyRef, PreparedInput, TenantSnapshot};
 
+use super::Stage;
 use super::trace::{
     AppliedConfig, CandidateTrace, ConfigConsidered, CriteriaSource, CriterionOutcome, CriterionTrace, FallbackTrace,
     SkipReason, TargetTrace,
@@ -36,9 +37,24 @@ impl TargetDecision {
     }
 }
 
-/// Resolves the target user of an activity on `channel` for `commerce`.
-/// `override_criteria` is the request's `target_criteria`, if it sent one.
+/// Resolves the target user of an activity on `channel` for `commerce`, as
+/// a create does. `override_criteria` is the request's `target_criteria`, if
+/// it sent one.
 pub async fn resolve_target(
+    snapshot: &TenantSnapshot,
+    input: &PreparedInput,
+    commerce: &Commerce,
+    channel: Channel,
+    override_criteria: Option<&[TargetCriterion]>,
+) -> (TargetDecision, TargetTrace) {
+    resolve_target_at(Stage::Creation, snapshot, input, commerce, channel, override_criteria).await
+}
+
+/// [`resolve_target`] at a given stage: at [`Stage::Dispatch`] an
+/// `ON_DISPATCH` config resolves now instead of leaving the target PENDING.
+/// `MANUAL` waits for an assignment at every stage.
+pub async fn resolve_target_at(
+    stage: Stage,
     snapshot: &TenantSnapshot,
     input: &PreparedInput,
     commerce: &Commerce,
@@ -75,7 +91,12 @@ pub async fn resolve_target(
     };
 
     let strategy = config.resolution_strategy;
-    if strategy != ResolutionStrategy::OnCreation {
+    let deferred = match strategy {
+        ResolutionStrategy::OnCreation => false,
+        ResolutionStrategy::OnDispatch => stage == Stage::Creation,
+        ResolutionStrategy::Manual => true,
+    };
+    if deferred {
         let pending = TargetDecision {
             commerce_user_id: None,
             status: TargetStatus::Pending,

@@ -64,7 +64,7 @@ WITH a AS (
     attribute_keys, caller_attributes, resolution_trace, created_by, created_at, updated_at)
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)
   ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-  RETURNING tenant_id, id, channel, commerce_id, status, created_at
+  RETURNING tenant_id, id, channel, commerce_id, status, scheduled_at, created_at
 ), t AS (
   INSERT INTO activity_target_users (tenant_id, id, activity_id, commerce_user_id, resolution_status,
     resolution_strategy, lock_reason, criterion_type, policy_name, policy_engine, policy_version,
@@ -97,8 +97,12 @@ WITH a AS (
     commerce_id = EXCLUDED.commerce_id, activity_id = EXCLUDED.activity_id,
     last_targeted_at = EXCLUDED.last_targeted_at
   WHERE commerce_user_last_targets.last_targeted_at <= EXCLUDED.last_targeted_at
+), n AS (
+  -- A due activity wakes the dispatchers (store::dispatch::WAKE_CHANNEL) at commit.
+  SELECT pg_notify('reten_dispatch', a.tenant_id::text) FROM a
+  WHERE a.status = 'READY' AND a.scheduled_at <= now()
 )
-SELECT id FROM a
+SELECT id, (SELECT count(*) FROM n) AS woken FROM a
 "#;
 
 /// A target user row as the create statement reads it from JSON (its id
@@ -256,12 +260,37 @@ pub struct ActivityRow {
     pub updated_at: DateTime<Utc>,
     /// Bumped by every transition (optimistic concurrency).
     pub version: i32,
+    /// The provider's id for the activity, once dispatched.
+    pub provider_activity_id: Option<String>,
 }
 
-const ACTIVITY_COLUMNS: &str = "a.id, a.idempotency_key, a.type, a.channel, a.status, a.reason, a.commerce_id, \
+impl ActivityRow {
+    /// The request the activity was created from, as stored: what a retry or
+    /// a resolution at dispatch replays.
+    pub fn replay(&self) -> NewActivity {
+        NewActivity {
+            activity_type: self.activity_type,
+            channel: self.channel,
+            reason: self.reason.clone(),
+            commerce_id: self.commerce_id,
+            idempotency_key: self.idempotency_key.clone(),
+            scheduled_at: self.scheduled_at,
+            suggested_execution_time: self.suggested_execution_time,
+            user_status: self.user_status.clone(),
+            score: self.score,
+            assignment_reason: self.assignment_reason.clone(),
+            target_criteria: self.target_criteria.as_ref().map(|c| c.0.clone()),
+            attribute_keys: self.attribute_keys.clone(),
+            attributes: self.caller_attributes.0.clone(),
+        }
+    }
+}
+
+/// The columns of an [`ActivityRow`], over `activities a` joined to `commerces c`.
+pub(crate) const ACTIVITY_COLUMNS: &str = "a.id, a.idempotency_key, a.type, a.channel, a.status, a.reason, a.commerce_id, \
     c.name AS commerce_name, c.external_id AS commerce_external_id, a.scheduled_at, a.suggested_execution_time, \
     a.user_status, a.score, a.assignment_reason, a.target_criteria, a.attribute_keys, a.caller_attributes, \
-    a.resolution_trace, a.created_by, a.created_at, a.updated_at, a.version";
+    a.resolution_trace, a.created_by, a.created_at, a.updated_at, a.version, a.provider_activity_id";
 
 /// One activity, if the tenant has it.
 #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant, activity_id = %id))]

@@ -109,25 +109,7 @@ pub async fn apply_retry(
         }
     }
     for (attribute_id, a) in &outcome.attributes {
-        sqlx::query(
-            "UPDATE activity_attributes SET value = $3, resolution_status = $4, resolver_type = $5, \
-               policy_name = $6, policy_engine = $7, policy_version = $8, resolved_at = $9, error_message = $10, \
-               updated_at = $11 \
-             WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(tenant)
-        .bind(attribute_id)
-        .bind(a.value.as_ref().map(Json))
-        .bind(a.status.as_str())
-        .bind(a.resolver_type.map(|r| r.as_str()))
-        .bind(a.policy.as_ref().map(|p| p.name.as_str()))
-        .bind(a.policy.as_ref().map(|p| p.engine.as_str()))
-        .bind(a.policy.as_ref().map(|p| p.version.as_str()))
-        .bind(a.value.is_some().then_some(now))
-        .bind(&a.error_message)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        update_attribute(&mut tx, tenant, *attribute_id, a, now).await?;
     }
     let event = if outcome.status == ActivityStatus::Ready {
         EventType::ResolutionRetrySuccess
@@ -140,7 +122,38 @@ pub async fn apply_retry(
     Ok(())
 }
 
-async fn update_target(
+/// Writes a re-resolved attribute.
+pub(crate) async fn update_attribute(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: TenantId,
+    attribute_id: Uuid,
+    a: &AttributeDecision,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE activity_attributes SET value = $3, resolution_status = $4, resolver_type = $5, \
+           policy_name = $6, policy_engine = $7, policy_version = $8, resolved_at = $9, error_message = $10, \
+           updated_at = $11 \
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant)
+    .bind(attribute_id)
+    .bind(a.value.as_ref().map(Json))
+    .bind(a.status.as_str())
+    .bind(a.resolver_type.map(|r| r.as_str()))
+    .bind(a.policy.as_ref().map(|p| p.name.as_str()))
+    .bind(a.policy.as_ref().map(|p| p.engine.as_str()))
+    .bind(a.policy.as_ref().map(|p| p.version.as_str()))
+    .bind(a.value.is_some().then_some(now))
+    .bind(&a.error_message)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes a re-resolved target user.
+pub(crate) async fn update_target(
     tx: &mut Transaction<'_, Postgres>,
     tenant: TenantId,
     target_id: Uuid,
@@ -173,7 +186,7 @@ async fn update_target(
 }
 
 /// Records that a commerce user was just targeted on a channel.
-async fn touch_history(
+pub(crate) async fn touch_history(
     tx: &mut Transaction<'_, Postgres>,
     tenant: TenantId,
     user: Uuid,
@@ -212,7 +225,8 @@ pub struct Assignment<'a> {
 }
 
 /// Writes a manual assignment: the target user LOCKED by MANUAL_ASSIGNMENT,
-/// the activity's new status, and a TARGET_USER_RESOLVED event.
+/// the activity's new status, and a TARGET_USER_RESOLVED event. An activity
+/// the dispatcher parked for want of an assignment is due again.
 #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant, activity_id = %id))]
 pub async fn apply_assignment(
     pool: &PgPool,
@@ -223,7 +237,8 @@ pub async fn apply_assignment(
     let now = Utc::now();
     let mut tx = pool.begin().await?;
     let updated = sqlx::query(
-        "UPDATE activities SET status = $4, version = version + 1, updated_at = $5 \
+        "UPDATE activities SET status = $4, version = version + 1, updated_at = $5, \
+           next_dispatch_at = CASE WHEN next_dispatch_at = 'infinity' THEN NULL ELSE next_dispatch_at END \
          WHERE tenant_id = $1 AND id = $2 AND version = $3",
     )
     .bind(tenant)

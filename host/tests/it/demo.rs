@@ -1,5 +1,6 @@
 //! `reten serve --demo`, run as a newcomer would: the printed curl line,
-//! pasted as is, creates an activity; a second start changes nothing.
+//! pasted as is, creates an activity, which the demo's MOCK dispatch config
+//! then dispatches; a second start changes nothing.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -65,10 +66,32 @@ async fn the_demo_curl_line_pasted_as_is_answers_201_and_a_second_start_is_idemp
         assert_eq!(body["targetUsers"][0]["criterionType"], "PREFERRED_CONTACT", "{body}");
         let tier = body["attributes"].as_array().unwrap().iter().find(|a| a["key"] == "loyalty_tier").unwrap().clone();
         assert_eq!(tier["value"]["tier"], "GOLD");
+        // The demo's MOCK dispatch config takes it at once.
+        let id = uuid::Uuid::parse_str(body["id"].as_str().unwrap()).unwrap();
+        let mut poll = tokio::time::interval(Duration::from_millis(50));
+        let dispatched = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                poll.tick().await;
+                let status: String = sqlx::query_scalar("SELECT status FROM activities WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                if status == "DISPATCHED" {
+                    break;
+                }
+            }
+        });
+        assert!(dispatched.await.is_ok(), "start {start_number}: the demo activity was not DISPATCHED within 10 s");
         stop(child).await;
     }
     let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants").fetch_one(&pool).await.unwrap();
     let commerces: i64 = sqlx::query_scalar("SELECT count(*) FROM commerces").fetch_one(&pool).await.unwrap();
     let activities: i64 = sqlx::query_scalar("SELECT count(*) FROM activities").fetch_one(&pool).await.unwrap();
     assert_eq!((tenants, commerces, activities), (1, 3, 2), "the second start provisioned nothing new");
+    let configs: i64 = sqlx::query_scalar("SELECT count(*) FROM dispatch_configs WHERE provider_code = 'MOCK'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(configs, 6, "one MOCK config per channel, created once");
 }

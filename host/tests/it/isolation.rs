@@ -73,6 +73,7 @@ struct World {
     a_ready_target: String,
     a_key_id: String,
     a_key: String,
+    a_config: String,
     b_commerce: Uuid,
     b_user: String,
     b_pending: String,
@@ -272,6 +273,40 @@ fn attempts(w: &World, method: &str, template: &str) -> Option<Vec<Attempt>> {
         ("POST", "/api/global-policies/revisions/{n}/restore") => {
             vec![attempt(post, "/api/global-policies/revisions/1/restore", None, Denied)]
         }
+        ("GET", "/api/dispatch-providers") | ("GET", "/api/dispatch-configs") => vec![attempt(get, template, None, Own)],
+        ("GET", "/api/dispatch-providers/{id}/channel-definitions") => {
+            let webhook = reten_host::dispatch::providers::provider_id(reten_host::domain::ProviderCode::Webhook);
+            vec![attempt(get, format!("/api/dispatch-providers/{webhook}/channel-definitions"), None, Own)]
+        }
+        ("POST", "/api/dispatch-configs") => {
+            let mock = reten_host::dispatch::providers::provider_id(reten_host::domain::ProviderCode::Mock);
+            vec![attempt(post, template, Some(json!({"dispatch_provider_id": mock, "channel": "PUSH"})), Own)]
+        }
+        ("PATCH", "/api/dispatch-configs/{id}") => vec![attempt(
+            patch,
+            format!("/api/dispatch-configs/{}", w.a_config),
+            Some(json!({"is_active": false})),
+            Denied,
+        )],
+        ("DELETE", "/api/dispatch-configs/{id}") => {
+            vec![attempt(delete, format!("/api/dispatch-configs/{}", w.a_config), None, Denied)]
+        }
+        ("POST", "/api/activities/tasks/{id}/dispatch") => {
+            a_activities.iter().map(|id| attempt(post.clone(), format!("/api/activities/tasks/{id}/dispatch"), None, Denied)).collect()
+        }
+        ("PATCH", "/api/activities/{id}/retry-dispatch") => per_activity("/retry-dispatch", &patch, None),
+        ("GET", "/api/activities/{id}/results") => per_activity("/results", &get, None),
+        ("POST", "/api/activity-results/tasks") | ("POST", "/api/integration/activity-results/tasks") => a_activities
+            .iter()
+            .map(|id| {
+                let body = json!({"activity_id": id, "commerce_external_id": "c-1", "occurred_at": "2025-01-16T15:30:00Z",
+                                  "status": "COMPLETED", "task_result": {"result": "SALE_COMPLETED"}});
+                attempt(post.clone(), template, Some(body), Denied)
+            })
+            .collect(),
+        ("GET", "/api/integration/activities/tasks") | ("GET", "/api/integration/task-result-type-configs") => {
+            vec![attempt(get, template, None, Own)]
+        }
         ("GET", "/healthz") | ("GET", "/readyz") | ("GET", "/openapi.json") => vec![attempt(get, template, None, Own)],
         // Its content is audited by `metrics_show_a_tenant_nothing_of_another_tenant`.
         ("GET", "/metrics") => vec![Attempt { leak_checked: false, ..attempt(get, template, None, Own) }],
@@ -458,9 +493,15 @@ async fn world(app: &TestApp) -> World {
         "MANAGE_ACTIVITY_CONFIG",
         "MANAGE_COMMERCES",
         "SYNC_COMMERCES",
-        "MANAGE_API_KEYS"
+        "MANAGE_API_KEYS",
+        "DISPATCH_ACTIVITY",
+        "SUBMIT_ACTIVITY_RESULT"
     ]);
     let (_, b_key) = key(b, every).await;
+    let mock = json!({"dispatch_provider_id": reten_host::dispatch::providers::provider_id(
+        reten_host::domain::ProviderCode::Mock), "channel": "SMS"});
+    let a_config = app.post(a, "/api/dispatch-configs", &mock).await;
+    a_config.assert_status(StatusCode::CREATED);
 
     let id = |v: &Value| v.as_str().unwrap().to_owned();
     World {
@@ -475,6 +516,7 @@ async fn world(app: &TestApp) -> World {
         a_ready_target: id(&ready["targetUsers"][0]["id"]),
         a_key_id,
         a_key,
+        a_config: id(&a_config.body["id"]),
         b_commerce,
         b_user: app.user_id(b, b_commerce, "u-maria").await,
         b_pending: id(&b_pending["id"]),

@@ -53,6 +53,19 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/global-policies/revisions"),
     ("GET", "/api/global-policies/revisions/{n}"),
     ("POST", "/api/global-policies/revisions/{n}/restore"),
+    ("GET", "/api/dispatch-providers"),
+    ("GET", "/api/dispatch-providers/{id}/channel-definitions"),
+    ("GET", "/api/dispatch-configs"),
+    ("POST", "/api/dispatch-configs"),
+    ("PATCH", "/api/dispatch-configs/{id}"),
+    ("DELETE", "/api/dispatch-configs/{id}"),
+    ("POST", "/api/activities/tasks/{id}/dispatch"),
+    ("PATCH", "/api/activities/{id}/retry-dispatch"),
+    ("POST", "/api/activity-results/tasks"),
+    ("GET", "/api/activities/{id}/results"),
+    ("GET", "/api/integration/activities/tasks"),
+    ("GET", "/api/integration/task-result-type-configs"),
+    ("POST", "/api/integration/activity-results/tasks"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -63,11 +76,11 @@ const ROUTES: &[(&str, &str)] = &[
 const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
 /// The served document, and checks of real answers against it.
-struct Doc(Value);
+pub struct Doc(Value);
 
 impl Doc {
     /// Fetches `GET /openapi.json` without credentials.
-    async fn fetch(app: &TestApp) -> Self {
+    pub async fn fetch(app: &TestApp) -> Self {
         let res = app.call(Method::GET, "/openapi.json", None, None, None).await;
         res.assert_status(StatusCode::OK);
         assert_eq!(res.headers[header::CONTENT_TYPE], "application/json");
@@ -102,7 +115,7 @@ impl Doc {
     }
 
     /// The declared response of an operation for a status, `$ref` resolved.
-    fn response(&self, method: &Method, template: &str, status: StatusCode) -> Option<&Value> {
+    pub fn response(&self, method: &Method, template: &str, status: StatusCode) -> Option<&Value> {
         let response = self.operation(method, template)["responses"].get(status.as_str())?;
         match response.get("$ref").and_then(Value::as_str) {
             Some(r) => self.resolve(r).ok(),
@@ -113,7 +126,7 @@ impl Doc {
     /// Asserts that the status is declared for the operation, with the
     /// response's media type, and that the body fits the declared schema.
     #[track_caller]
-    fn check(&self, method: Method, template: &str, res: &TestResponse) {
+    pub fn check(&self, method: Method, template: &str, res: &TestResponse) {
         let what = format!("{method} {template} answered {}", res.status);
         let response = self
             .response(&method, template, res.status)

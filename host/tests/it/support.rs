@@ -30,6 +30,8 @@ pub struct TestApp {
     pub pool: PgPool,
     /// The app's policies directory (a copy of the repository's).
     pub policies: TempDir,
+    /// The dispatcher, when the app runs one ([`TestApp::dispatching`]).
+    pub dispatcher: Option<reten_host::dispatch::worker::Dispatcher>,
 }
 
 /// A response, with its body parsed as JSON (or `Null` when empty).
@@ -127,9 +129,10 @@ impl TestApp {
     ) -> Self {
         let registry = Registry::load(policies.path(), options).unwrap();
         let auth = Authenticator::new(&JwtSettings { secret: Some(SECRET.into()), ..Default::default() }).unwrap();
-        let settings = AppSettings { rollout, ..AppSettings::default() };
-        let state = AppState::new(pool.clone(), Arc::new(registry), auth, &settings);
-        Self { router: api::router(state.clone()), state, pool, policies }
+        let settings = AppSettings { rollout, dispatch: quiet_dispatch(), ..AppSettings::default() };
+        let secrets = reten_host::dispatch::Secrets::from_base64(Some(SECRETS_KEY), None).unwrap();
+        let state = AppState::new(pool.clone(), Arc::new(registry), auth, &settings, secrets).unwrap();
+        Self { router: api::router(state.clone()), state, pool, policies, dispatcher: None }
     }
 
     /// Sends one request through the real router.
@@ -423,4 +426,52 @@ pub fn write(path: &Path, bytes: &[u8]) {
 /// The sha256 of some bytes, as policies are versioned.
 pub fn sha(bytes: &[u8]) -> String {
     reten_host::policy::loader::sha256_hex(bytes)
+}
+
+/// The `RETEN_SECRETS_KEY` of test apps (base64 of 32 bytes).
+pub const SECRETS_KEY: &str = "dGVzdC1zZWNyZXRzLWtleS0zMi1ieXRlcy1sb25nISE=";
+
+/// Dispatch settings for tests: nothing outside the allow list (empty) is
+/// ever resolved or reached.
+pub fn quiet_dispatch() -> reten_host::dispatch::DispatchSettings {
+    reten_host::dispatch::DispatchSettings { allow_public: false, ..Default::default() }
+}
+
+/// Dispatch state over its own metrics registry.
+pub fn dispatch_state(
+    settings: reten_host::dispatch::DispatchSettings,
+    key: Option<&str>,
+) -> Arc<reten_host::dispatch::Dispatch> {
+    let secrets = reten_host::dispatch::Secrets::from_base64(key, None).unwrap();
+    Arc::new(reten_host::dispatch::Dispatch::new(settings, secrets, &prometheus::Registry::new()).unwrap())
+}
+
+impl TestApp {
+    /// Replaces the app's dispatch settings and keys (the router sees them).
+    pub fn set_dispatch(&mut self, settings: reten_host::dispatch::DispatchSettings, key: Option<&str>) {
+        self.state.dispatch = dispatch_state(settings, key);
+        self.router = api::router(self.state.clone());
+    }
+
+    /// Replaces the app's dispatch settings and keys, given as `Secrets`.
+    pub fn set_dispatch_secrets(
+        &mut self,
+        settings: reten_host::dispatch::DispatchSettings,
+        secrets: reten_host::dispatch::Secrets,
+    ) {
+        let dispatch = reten_host::dispatch::Dispatch::new(settings, secrets, &prometheus::Registry::new()).unwrap();
+        self.state.dispatch = Arc::new(dispatch);
+        self.router = api::router(self.state.clone());
+    }
+
+    /// Starts the app's dispatcher, with its current settings.
+    pub fn start_dispatcher(&mut self) {
+        let parts = reten_host::dispatch::worker::Parts {
+            pool: self.pool.clone(),
+            fast: self.state.fast.clone(),
+            registry: self.state.registry.clone(),
+            dispatch: self.state.dispatch.clone(),
+        };
+        self.dispatcher = Some(reten_host::dispatch::worker::Dispatcher::spawn(parts));
+    }
 }

@@ -73,7 +73,9 @@ pub mod perm {
         ManageCommerces,
         SyncCommerces,
         ManageApiKeys,
-        CreateTenant
+        CreateTenant,
+        DispatchActivity,
+        SubmitActivityResult
     );
 }
 
