@@ -358,8 +358,14 @@ pub fn load_layer(ctx: &LoadContext<'_>, scope: Scope, previous: Option<&Layer>)
 
     if scope == Scope::Global {
         let rel_path = rel.join(CATALOGUE_FILE);
-        layer.catalogue = load_toml(ctx.root, &rel_path, config::parse_catalogue, &mut errors, now)
-            .or_else(|| previous.and_then(|p| p.catalogue.clone()));
+        // A catalogue that fails to parse keeps the previous one; a deleted
+        // one is gone, as a deleted config is (the check of a candidate set
+        // sees the same).
+        layer.catalogue = match load_toml(ctx.root, &rel_path, config::parse_catalogue, &mut errors, now) {
+            Some(loaded) => Some(loaded),
+            None if ctx.root.join(&rel_path).exists() => previous.and_then(|p| p.catalogue.clone()),
+            None => None,
+        };
     }
 
     let rel_path = rel.join(scope.config_file());

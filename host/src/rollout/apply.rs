@@ -135,7 +135,12 @@ impl Rollout {
             if !layer.is_some_and(|l| l.errors.is_empty() && l.manifest == expected) {
                 let errors: Vec<String> =
                     layer.iter().flat_map(|l| l.errors.iter()).map(|e| e.message.clone()).collect();
-                anyhow::bail!("the written set did not serve as checked: {}", errors.join("; "));
+                let serving: Vec<&String> = layer.iter().flat_map(|l| l.manifest.keys()).collect();
+                let checked: Vec<&String> = expected.keys().collect();
+                anyhow::bail!(
+                    "the written set did not serve as checked (serving {serving:?}, checked {checked:?}): {}",
+                    errors.join("; ")
+                );
             }
             Ok(generation)
         })

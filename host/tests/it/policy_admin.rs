@@ -195,3 +195,22 @@ async fn deleting_an_override_through_the_api_falls_back_to_the_global_policy(po
     let res = app.send_bytes(Method::DELETE, uri, &admin_token(tenant), Some(tenant), vec![]).await;
     res.assert_status(StatusCode::NOT_FOUND);
 }
+
+/// Found by Schemathesis: deleting the global `defaults.toml` and then the
+/// global `attribute-keys.toml` answered 500 ("the written set did not serve
+/// as checked"), with the demo tenant's folder beside them.
+#[sqlx::test(migrations = "../migrations")]
+async fn deleting_the_global_config_files_one_after_the_other_never_answers_500(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let root = super_admin_token();
+    let mut statuses = Vec::new();
+    for file in ["config/defaults.toml", "config/attribute-keys.toml"] {
+        let uri = format!("/api/global-policies/{file}");
+        let res = app.send_bytes(Method::DELETE, &uri, &root, None, vec![]).await;
+        assert!(res.status.is_success() || res.status.is_client_error(), "{file}: {} {:#}", res.status, res.body);
+        statuses.push(res.status);
+    }
+    let listing = app.call(Method::GET, "/api/global-policies", Some(&root), None, None).await;
+    listing.assert_status(StatusCode::OK);
+    assert!(statuses.iter().all(|s| *s != StatusCode::INTERNAL_SERVER_ERROR), "{statuses:?}");
+}
