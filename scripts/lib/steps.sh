@@ -4,13 +4,18 @@
 
 : "${RETEN_STEP_LOG:=$(mktemp -t reten-steps.XXXXXX)}"
 export RETEN_STEP_LOG
+# A script run by another's step records its steps indented under it.
+RETEN_STEP_DEPTH=$((${RETEN_STEP_DEPTH:--1} + 1))
+export RETEN_STEP_DEPTH
 
 step() {
     local name=$1 start=$SECONDS rc=0
     shift
     echo "==> $name"
     "$@" || rc=$?
-    printf '%s\t%s%s\n' "$((SECONDS - start))" "$name" "$([[ $rc -eq 0 ]] || echo " (FAILED, exit $rc)")" >>"$RETEN_STEP_LOG"
+    local indent=""
+    [[ $RETEN_STEP_DEPTH -gt 0 ]] && indent="  - "
+    printf '%s\t%s%s%s\n' "$((SECONDS - start))" "$indent" "$name" "$([[ $rc -eq 0 ]] || echo " (FAILED, exit $rc)")" >>"$RETEN_STEP_LOG"
     return "$rc"
 }
 
@@ -22,7 +27,7 @@ steps_table() {
     printf '%-44s %8s\n' "--------------------------------------------" "--------"
     while IFS=$'\t' read -r secs name; do
         printf '%-44s %8s\n' "$name" "$secs"
-        total=$((total + secs))
+        [[ $name == " "* ]] || total=$((total + secs))
     done <"$RETEN_STEP_LOG"
-    printf '%-44s %8s\n' "total of the steps" "$total"
+    printf '%-44s %8s\n' "total" "$total"
 }
