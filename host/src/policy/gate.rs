@@ -60,11 +60,17 @@ impl Default for GateSettings {
 }
 
 /// Every tenant's call slots and every policy's breaker, for one app.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Gates {
     settings: GateSettings,
     slots: Mutex<HashMap<TenantId, Arc<Semaphore>>>,
     breakers: Mutex<HashMap<(TenantId, String), Breaker>>,
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        Self::new(GateSettings::default())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -74,9 +80,16 @@ struct Breaker {
 }
 
 impl Gates {
-    /// Gates with these settings, every breaker closed.
+    /// Gates with these settings, every breaker closed. The default share
+    /// is worked out here, once: `available_parallelism` reads the cgroup
+    /// files on every call, which cost a quarter of the server's CPU when it
+    /// ran on every policy call.
     pub fn new(settings: GateSettings) -> Self {
-        Self { settings, ..Self::default() }
+        let per_tenant = match settings.per_tenant {
+            0 => default_per_tenant(),
+            n => n,
+        };
+        Self { settings: GateSettings { per_tenant, ..settings }, slots: Mutex::default(), breakers: Mutex::default() }
     }
 
     /// How many consecutive deadlines open a breaker (0: never).
@@ -88,10 +101,7 @@ impl Gates {
     pub async fn enter(&self, tenant: TenantId) -> Option<OwnedSemaphorePermit> {
         let gate = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            let per_tenant = match self.settings.per_tenant {
-                0 => default_per_tenant(),
-                n => n,
-            };
+            let per_tenant = self.settings.per_tenant.max(1);
             Arc::clone(slots.entry(tenant).or_insert_with(|| Arc::new(Semaphore::new(per_tenant))))
         };
         gate.acquire_owned().await.ok()
@@ -141,6 +151,16 @@ mod tests {
         assert!(gates.breaker_open(TenantId::new(), "v1").is_none(), "another tenant's breaker is its own");
         gates.breaker_record(tenant, "v1", false);
         assert!(gates.breaker_open(tenant, "v1").is_none());
+    }
+
+    #[test]
+    fn the_default_share_is_worked_out_once_when_the_gates_are_built() {
+        // Found by a profile: the default was worked out (cgroup files read)
+        // on every policy call. Built once, the settings hold the number.
+        let gates = Gates::new(GateSettings { per_tenant: 0, breaker_after: 5 });
+        assert_eq!(gates.settings.per_tenant, default_per_tenant());
+        assert!(gates.settings.per_tenant >= 1);
+        assert_eq!(Gates::default().settings.per_tenant, default_per_tenant());
     }
 
     #[test]
