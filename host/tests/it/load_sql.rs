@@ -69,6 +69,11 @@ async fn record_create(app: &TestApp, tenant: reten_host::domain::TenantId, body
         // The test runtime is single-threaded: the request runs on this
         // thread, under this subscriber.
         let _guard = tracing::subscriber::set_default(subscriber);
+        // Seen once in a full run: no statement recorded. A callsite that
+        // another test's thread registered while this dispatcher was being
+        // added can keep the "never" interest it computed without it;
+        // rebuilding the cache makes every callsite ask this subscriber.
+        tracing::callsite::rebuild_interest_cache();
         app.create_activity(tenant, body).await
     };
     res.assert_status(StatusCode::CREATED);
