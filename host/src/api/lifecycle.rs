@@ -18,7 +18,8 @@ use super::openapi::{BadRequest, Conflict, NotFound, PayloadTooLarge, TenantHead
 use super::views::{ActivityDetail, TargetUserView};
 use super::{ApiError, AppState};
 use crate::domain::{ActivityId, ActivityStatus, AttributeStatus, LockReason, TargetStatus, TenantId};
-use crate::resolve::{self, Stage, TargetDecision};
+use crate::resolve::trace::{AttributeTrace, TargetTrace};
+use crate::resolve::{self, AttributeDecision, Stage, TargetDecision};
 use crate::store::activities::{self as store, ActivityRow};
 use crate::store::transitions::{self, Assignment, RetryOutcome, TransitionError};
 
@@ -83,6 +84,60 @@ async fn retry(
             row.status
         )));
     }
+    let redecided = redecide_failed(&state, tenant, &row).await?;
+    let still_failing = redecided.still_failing();
+    let status = if still_failing.is_empty() { ActivityStatus::Ready } else { ActivityStatus::Unresolved };
+    let trace = json!({
+        "at": crate::domain::time::format(&chrono::Utc::now()),
+        "generation": redecided.generation,
+        "targets": redecided.target_traces,
+        "attributes": redecided.attribute_traces,
+        "outcome": status,
+    });
+    let outcome = RetryOutcome {
+        version: row.version,
+        status,
+        targets: redecided.targets.iter().map(|(id, d)| (*id, d)).collect(),
+        attributes: redecided.attributes.iter().map(|(id, d)| (*id, d)).collect(),
+        trace,
+        error: (!still_failing.is_empty()).then(|| still_failing.join("; ")),
+        commerce_id: row.commerce_id,
+        channel: row.channel.as_str(),
+    };
+    transitions::apply_retry(&state.pool, tenant, row.id, &outcome).await?;
+    tracing::info!(tenant_id = %tenant, activity_id = %row.id, status = %status, "resolution retried");
+    detail(&state, tenant, row.id).await
+}
+
+/// The FAILED items of an activity decided again, each with its trace.
+struct Redecided {
+    generation: u64,
+    targets: Vec<(Uuid, TargetDecision)>,
+    target_traces: Vec<TargetTrace>,
+    attributes: Vec<(Uuid, AttributeDecision)>,
+    attribute_traces: Vec<AttributeTrace>,
+}
+
+impl Redecided {
+    /// What still fails, one line per item.
+    fn still_failing(&self) -> Vec<String> {
+        let targets = self
+            .targets
+            .iter()
+            .filter(|(_, t)| t.is_failed())
+            .map(|(_, t)| format!("target user: {}", t.error_message.as_deref().unwrap_or("no user found")));
+        let attributes = self
+            .attributes
+            .iter()
+            .filter(|(_, a)| a.status == AttributeStatus::Failed)
+            .map(|(_, a)| format!("attribute {}: {}", a.key, a.error_message.as_deref().unwrap_or("failed")));
+        targets.chain(attributes).collect()
+    }
+}
+
+/// Decides the activity's FAILED target users and attributes again, on the
+/// tenant's policies serving now, from the request it was created from.
+async fn redecide_failed(state: &AppState, tenant: TenantId, row: &ActivityRow) -> Result<Redecided, ApiError> {
     let activity = row.replay();
     let targets = store::target_users(&state.pool, tenant, row.id).await?;
     let attributes = store::attributes(&state.pool, tenant, row.id).await?;
@@ -92,68 +147,38 @@ async fn retry(
     let commerce = Arc::new(commerce);
     let snapshot = state.registry.snapshot(tenant);
     let input = resolve::prepare_input(tenant, &activity, Arc::clone(&commerce), history);
-
-    let mut target_decisions = Vec::new();
-    let mut target_traces = Vec::new();
+    let mut out = Redecided {
+        generation: snapshot.generation,
+        targets: Vec::new(),
+        target_traces: Vec::new(),
+        attributes: Vec::new(),
+        attribute_traces: Vec::new(),
+    };
+    // A FAILED item is retried as the dispatcher would resolve it: an
+    // ON_DISPATCH target or attribute that failed at dispatch resolves now,
+    // not back to PENDING.
     for t in targets.iter().filter(|t| t.resolution_status == TargetStatus::Failed) {
-        // A FAILED item is retried as the dispatcher would resolve it: an
-        // ON_DISPATCH target or attribute that failed at dispatch resolves
-        // now, not back to PENDING.
+        let criteria = activity.target_criteria.as_deref();
         let (decision, trace) = resolve::target::resolve_target_at(
             Stage::Dispatch,
             &snapshot,
             &input,
             &commerce,
             activity.channel,
-            activity.target_criteria.as_deref(),
+            criteria,
         )
         .await;
-        target_decisions.push((t.id, decision));
-        target_traces.push(trace);
+        out.targets.push((t.id, decision));
+        out.target_traces.push(trace);
     }
-    let mut attribute_decisions = Vec::new();
-    let mut attribute_traces = Vec::new();
     for a in attributes.iter().filter(|a| a.resolution_status == AttributeStatus::Failed) {
-        let (decision, trace) = resolve::attributes::resolve_attribute_at(
-            Stage::Dispatch,
-            &snapshot,
-            &input,
-            &a.key,
-            activity.caller_attribute(&a.key),
-        )
-        .await;
-        attribute_decisions.push((a.id, decision));
-        attribute_traces.push(trace);
+        let caller = activity.caller_attribute(&a.key);
+        let (decision, trace) =
+            resolve::attributes::resolve_attribute_at(Stage::Dispatch, &snapshot, &input, &a.key, caller).await;
+        out.attributes.push((a.id, decision));
+        out.attribute_traces.push(trace);
     }
-
-    let mut still_failing = Vec::new();
-    for (_, t) in target_decisions.iter().filter(|(_, t)| t.is_failed()) {
-        still_failing.push(format!("target user: {}", t.error_message.as_deref().unwrap_or("no user found")));
-    }
-    for (_, a) in attribute_decisions.iter().filter(|(_, a)| a.status == AttributeStatus::Failed) {
-        still_failing.push(format!("attribute {}: {}", a.key, a.error_message.as_deref().unwrap_or("failed")));
-    }
-    let status = if still_failing.is_empty() { ActivityStatus::Ready } else { ActivityStatus::Unresolved };
-    let trace = json!({
-        "at": crate::domain::time::format(&chrono::Utc::now()),
-        "generation": snapshot.generation,
-        "targets": target_traces,
-        "attributes": attribute_traces,
-        "outcome": status,
-    });
-    let outcome = RetryOutcome {
-        version: row.version,
-        status,
-        targets: target_decisions.iter().map(|(id, d)| (*id, d)).collect(),
-        attributes: attribute_decisions.iter().map(|(id, d)| (*id, d)).collect(),
-        trace,
-        error: (!still_failing.is_empty()).then(|| still_failing.join("; ")),
-        commerce_id: row.commerce_id,
-        channel: activity.channel.as_str(),
-    };
-    transitions::apply_retry(&state.pool, tenant, row.id, &outcome).await?;
-    tracing::info!(tenant_id = %tenant, activity_id = %row.id, status = %status, "resolution retried");
-    detail(&state, tenant, row.id).await
+    Ok(out)
 }
 
 /// The body of the manual assignment.
