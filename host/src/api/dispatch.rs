@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::auth::{Tenant, perm};
 use super::extract::{ApiPath, path_id};
-use super::openapi::{BadGateway, BadRequest, Conflict, Forbidden, NotFound, TenantHeader, Unauthorized, Unavailable};
+use super::openapi::{BadGateway, BadRequest, Conflict, NotFound, TenantHeader};
 use super::views::ActivityDetail;
 use super::{ApiError, AppState};
 use crate::dispatch::pipeline::{self, Ctx, Outcome};
@@ -43,12 +43,9 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 204, description = "The provider accepted it: the task is DISPATCHED."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 502, response = BadGateway),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -125,10 +122,7 @@ async fn dispatch_task(
     responses(
         (status = 200, description = "The activity, READY again.", body = ActivityDetail),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]

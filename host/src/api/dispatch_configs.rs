@@ -18,10 +18,7 @@ use uuid::Uuid;
 
 use super::auth::{Tenant, perm};
 use super::extract::{ApiPath, TypedBody, path_id};
-use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, TenantHeader, Unauthorized, Unavailable,
-    UnsupportedMediaType,
-};
+use super::openapi::{BadRequest, Conflict, NotFound, PayloadTooLarge, TenantHeader, UnsupportedMediaType};
 use super::{ApiError, AppState};
 use crate::dispatch::providers::{self, Credentials, Provider};
 use crate::domain::validation::Errors;
@@ -235,10 +232,7 @@ async fn write(state: &AppState, tenant: TenantId, id: Uuid, d: &Draft, new: boo
     responses(
         (status = 200, description = "Every config of the tenant, oldest first.", body = Vec<DispatchConfigView>),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -265,13 +259,10 @@ async fn list(
     responses(
         (status = 201, description = "Created (without its credentials).", body = DispatchConfigView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -316,13 +307,10 @@ async fn create(
     responses(
         (status = 200, description = "The config after the change.", body = DispatchConfigView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -374,10 +362,7 @@ async fn update(
     responses(
         (status = 204, description = "Deleted."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::auth::{Tenant, perm};
 use super::extract::{ApiPath, path_id};
-use super::openapi::{BadRequest, Forbidden, NotFound, TenantHeader, Unauthorized, Unavailable};
+use super::openapi::{BadRequest, NotFound, TenantHeader};
 use super::{ApiError, AppState};
 use crate::dispatch::providers::{self, PROVIDERS, Provider};
 use crate::domain::{Channel, ProviderCode};
@@ -113,10 +113,7 @@ impl From<&Provider> for ProviderView {
     responses(
         (status = 200, description = "Every provider: WEBHOOK and MOCK.", body = Vec<ProviderView>),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -135,10 +132,7 @@ async fn list_providers(_ctx: Tenant<perm::ViewActivities>) -> Json<Vec<Provider
         (status = 200, description = "The channels it serves and the credentials each needs.",
             body = Vec<ChannelDefinitionView>),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]

@@ -19,10 +19,7 @@ use utoipa_axum::routes;
 
 use super::auth::{RequiredPermission, Tenant, TenantContext, perm};
 use super::extract::{ListResponse, PageQuery, QueryParams, TypedBody};
-use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, TenantHeader, Unauthorized, Unavailable,
-    UnsupportedMediaType,
-};
+use super::openapi::{BadRequest, Conflict, NotFound, PayloadTooLarge, TenantHeader, UnsupportedMediaType};
 use super::results::{ResultView, SubmitResult, submit_result};
 use super::{ApiError, AppState};
 use crate::dispatch::payload::{self, Payload};
@@ -85,10 +82,7 @@ pub struct PulledTask {
     responses(
         (status = 200, description = "One page of tasks.", body = ListResponse<PulledTask>),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("apiKey" = []))
 )]
@@ -147,10 +141,7 @@ pub struct ResultTypeView {
     responses(
         (status = 200, description = "Every result type, by code.", body = Vec<ResultTypeView>),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("apiKey" = []))
 )]
@@ -185,13 +176,10 @@ async fn result_types(
     responses(
         (status = 201, description = "Stored (and the activity moved).", body = ResultView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 503, response = Unavailable)
     ),
     security(("apiKey" = []))
 )]

@@ -22,8 +22,7 @@ use utoipa_axum::routes;
 use super::auth::{Caller, SuperAdmin, Tenant, perm};
 use super::extract::{ApiPath, check_shape};
 use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, TenantHeader, Unauthorized, Unavailable, Unprocessable,
-    UnsupportedMediaType,
+    BadRequest, Conflict, NotFound, PayloadTooLarge, TenantHeader, Unprocessable, UnsupportedMediaType,
 };
 use super::{ApiError, AppState};
 use crate::domain::revision::{ChangedFile, FileChange, RevisionSource};
@@ -138,14 +137,11 @@ impl From<RolloutError> for ApiError {
     responses(
         (status = 200, description = "Applied (or checked, for a dry run); the set serves.", body = ChangeView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -171,13 +167,10 @@ async fn change_tenant(
     responses(
         (status = 200, description = "Applied (or checked, for a dry run); the set serves.", body = ChangeView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []))
 )]
@@ -219,13 +212,10 @@ async fn change(
     responses(
         (status = 200, description = "Restored (or checked, for a dry run); the set serves.", body = ChangeView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -249,13 +239,10 @@ async fn restore_tenant(
     responses(
         (status = 200, description = "Restored (or checked, for a dry run); the set serves.", body = ChangeView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []))
 )]

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use super::auth::{SuperAdmin, Tenant, perm};
 use super::extract::{ApiPath, ListResponse, PageQuery, QueryParams};
-use super::openapi::{BadRequest, Forbidden, NotFound, TenantHeader, Unauthorized, Unavailable};
+use super::openapi::{BadRequest, NotFound, TenantHeader};
 use super::policy_changes::{FileChangeView, revision_number};
 use super::{ApiError, AppState};
 use crate::domain::revision::RevisionSource;
@@ -106,10 +106,7 @@ impl From<SetFile> for SetFileView {
     responses(
         (status = 200, description = "One page of revisions, newest first.", body = ListResponse<RevisionView>),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -131,9 +128,6 @@ async fn list_tenant(
     responses(
         (status = 200, description = "One page of revisions, newest first.", body = ListResponse<RevisionView>),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []))
 )]
@@ -166,10 +160,7 @@ async fn list(
     responses(
         (status = 200, description = "The revision and every file of its set.", body = RevisionDetailView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -191,10 +182,7 @@ async fn get_tenant(
     responses(
         (status = 200, description = "The revision and every file of its set.", body = RevisionDetailView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []))
 )]

@@ -20,10 +20,7 @@ use uuid::Uuid;
 
 use super::auth::{Caller, Tenant, perm};
 use super::extract::{ApiPath, TypedBody, path_id};
-use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, TenantHeader, Unauthorized, Unavailable,
-    UnsupportedMediaType,
-};
+use super::openapi::{BadRequest, Conflict, NotFound, PayloadTooLarge, TenantHeader, UnsupportedMediaType};
 use super::{ApiError, AppState};
 use crate::domain::result::{ContactDirection, ResultSource, ResultStatus};
 use crate::domain::validation::Errors;
@@ -314,13 +311,10 @@ pub(crate) async fn submit_result(
     responses(
         (status = 201, description = "Stored (and the activity moved).", body = ResultView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
@@ -342,10 +336,7 @@ async fn submit(
     responses(
         (status = 200, description = "Its results, replaced ones included.", body = Vec<ResultView>),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)
     ),
     security(("bearerAuth" = []), ("apiKey" = []))
 )]
