@@ -48,6 +48,48 @@ pub enum PolicyCommand {
         /// A `tenants/<tenant-id>/` or `global/` folder.
         dir: PathBuf,
     },
+    /// Replay a candidate tenant folder against the tenant's latest recorded
+    /// revision, on the stored decision inputs of its recent activities
+    /// (over DATABASE_URL): what would change, before it serves.
+    Replay(Box<ReplayArgs>),
+}
+
+/// `reten policy replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The candidate: a folder laid out like a tenant's (tenant.toml,
+    /// criteria/, attributes/).
+    pub dir: PathBuf,
+    /// The tenant (default: the folder's name).
+    #[arg(long)]
+    pub tenant: Option<crate::domain::TenantId>,
+    /// The global layer's folder (default: $RETEN_POLICIES_DIR/global, else
+    /// the global/ beside the tenant's folder).
+    #[arg(long)]
+    pub global: Option<PathBuf>,
+    /// Activities created at or after this instant (RFC 3339).
+    #[arg(long)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Activities created at or before this instant (RFC 3339).
+    #[arg(long)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// The most recent this many.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+    pub limit: i64,
+    /// Print the report as JSON (the shape of GET /api/policies/replays/{id}).
+    #[arg(long)]
+    pub json: bool,
+    /// How long decision inputs are kept, in days: older ones are not replayed.
+    #[arg(long, env = "RETEN_DECISION_INPUT_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u32,
+    /// The Postgres URL.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@localhost:5432/reten",
+        hide_env_values = true
+    )]
+    pub database_url: String,
 }
 
 /// Where the database is.
@@ -153,6 +195,14 @@ pub struct ServeArgs {
     /// git-sync): every route that writes policy files answers 409.
     #[arg(long, env = "RETEN_POLICIES_READ_ONLY", default_value_t = false, action = clap::ArgAction::Set)]
     pub policies_read_only: bool,
+    /// How long the input of each decision is kept for replay and for
+    /// `GET /api/activities/{id}/decision-input`, in days (0: none is kept).
+    #[arg(long, env = "RETEN_DECISION_INPUT_RETENTION_DAYS", default_value_t = 30)]
+    pub decision_input_retention_days: u32,
+    /// How many live decisions may wait for their shadow evaluation; past
+    /// that, shadow evaluations are dropped and counted, never waited for.
+    #[arg(long, env = "RETEN_SHADOW_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub shadow_queue: u32,
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "RETEN_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,

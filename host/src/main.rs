@@ -8,6 +8,8 @@ use reten_host::config::{Cli, Command, PolicyCommand, TokenArgs};
 use reten_host::startup::{App, shutdown_signal};
 use reten_host::{store, telemetry};
 
+mod cli;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -23,6 +25,7 @@ async fn main() -> ExitCode {
         Command::Token(args) => token(&args),
         Command::Policy(PolicyCommand::Check { path }) => policy_check(&path),
         Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir).await,
+        Command::Policy(PolicyCommand::Replay(args)) => cli::replay::run(&args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -149,6 +149,12 @@ impl Metrics {
         }
     }
 
+    /// The label a tenant's series go under: its id, or `_all` when tenant
+    /// labels are off.
+    pub fn tenant_label(&self, tenant: &str) -> String {
+        if self.tenant_labels { tenant.to_owned() } else { "_all".to_owned() }
+    }
+
     /// The registry, for parts of the app that register metrics of their own.
     pub fn registry(&self) -> &Registry {
         &self.registry

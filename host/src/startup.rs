@@ -81,13 +81,20 @@ impl App {
         } else {
             None
         };
-        let rollout_tasks = crate::rollout::Tasks::spawn(&pool, &registry);
         let settings = AppSettings {
             pool: args.database.pool(),
             limits: args.limits.settings(),
-            rollout: crate::rollout::RolloutSettings { read_only: args.policies_read_only },
-            dispatch: args.dispatch.settings(args.metrics_tenant_labels),
+            rollout: crate::rollout::RolloutSettings {
+                read_only: args.policies_read_only,
+                decision_input_retention_days: args.decision_input_retention_days,
+                shadow_queue: args.shadow_queue as usize,
+            },
+            dispatch: crate::dispatch::DispatchSettings {
+                keep_decision_inputs: args.decision_input_retention_days > 0,
+                ..args.dispatch.settings(args.metrics_tenant_labels)
+            },
         };
+        let rollout_tasks = crate::rollout::Tasks::spawn(&pool, &registry, settings.rollout);
         let state = AppState::new(pool, registry, auth, &settings, secrets)?;
         Ok(Self {
             demo_banner,

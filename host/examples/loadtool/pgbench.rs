@@ -70,12 +70,22 @@ pub async fn capture(pool: &PgPool, tenant: Uuid, activity: Uuid) -> Result<Repl
     .fetch_all(pool)
     .await
     .map_err(|e| e.to_string())?;
-    Ok(replay_of(&row, &targets, &attributes))
+    let input: Option<String> = sqlx::query_scalar(
+        "SELECT encode(input, 'hex') FROM decision_inputs WHERE tenant_id = $1 AND activity_id = $2 \
+         ORDER BY seq LIMIT 1",
+    )
+    .bind(tenant)
+    .bind(activity)
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(replay_of(&row, &targets, &attributes, input.as_deref()))
 }
 
 /// The replay of one stored activity (`to_jsonb` of its row, its target
 /// users and its attributes).
-pub fn replay_of(row: &Value, targets: &[Value], attributes: &[Value]) -> Replay {
+/// `input_hex` is its stored decision input, hex-encoded, if it kept one.
+pub fn replay_of(row: &Value, targets: &[Value], attributes: &[Value], input_hex: Option<&str>) -> Replay {
     // `$20` and `$21` as the service builds them (`TargetJson`,
     // `AttributeJson` in store/activities.rs): exactly the keys its
     // `jsonb_to_recordset` column lists read.
@@ -141,30 +151,31 @@ pub fn replay_of(row: &Value, targets: &[Value], attributes: &[Value]) -> Replay
         if n == 0 { "'{}'".to_owned() } else { format!("ARRAY[{}]", vec!["gen_random_uuid()"; n].join(", ")) }
     };
     let insert = vec![
-        text_literal(&col("tenant_id")),                // $1 tenant_id
-        "gen_random_uuid()".to_owned(),                 // $2 id
-        KEY.to_owned(),                                 // $3 idempotency_key: fresh, so every transaction inserts
-        text_literal(&col("type")),                     // $4
-        text_literal(&col("channel")),                  // $5
-        text_literal(&col("status")),                   // $6
-        text_literal(&col("reason")),                   // $7
-        text_literal(&col("commerce_id")),              // $8
-        text_literal(&col("scheduled_at")),             // $9
+        text_literal(&col("tenant_id")),                                      // $1 tenant_id
+        "gen_random_uuid()".to_owned(),                                       // $2 id
+        KEY.to_owned(),                     // $3 idempotency_key: fresh, so every transaction inserts
+        text_literal(&col("type")),         // $4
+        text_literal(&col("channel")),      // $5
+        text_literal(&col("status")),       // $6
+        text_literal(&col("reason")),       // $7
+        text_literal(&col("commerce_id")),  // $8
+        text_literal(&col("scheduled_at")), // $9
         text_literal(&col("suggested_execution_time")), // $10
-        text_literal(&col("user_status")),              // $11
-        number_literal(&col("score")),                  // $12
-        text_literal(&col("assignment_reason")),        // $13
-        json_literal(&col("target_criteria")),          // $14
-        text_array_literal(&col("attribute_keys")),     // $15
-        json_literal(&col("caller_attributes")),        // $16
-        json_literal(&col("resolution_trace")),         // $17
-        text_literal(&col("created_by")),               // $18
-        "now()".to_owned(),                             // $19 created_at = updated_at
-        json_literal(&Value::Array(target_json)),       // $20 target users
-        json_literal(&Value::Array(attribute_json)),    // $21 attributes
-        "gen_random_uuid()".to_owned(),                 // $22 the CREATED event's id
-        fresh_ids(targets.len()),                       // $23 target user ids
-        fresh_ids(attributes.len()),                    // $24 attribute ids
+        text_literal(&col("user_status")),  // $11
+        number_literal(&col("score")),      // $12
+        text_literal(&col("assignment_reason")), // $13
+        json_literal(&col("target_criteria")), // $14
+        text_array_literal(&col("attribute_keys")), // $15
+        json_literal(&col("caller_attributes")), // $16
+        json_literal(&col("resolution_trace")), // $17
+        text_literal(&col("created_by")),   // $18
+        "now()".to_owned(),                 // $19 created_at = updated_at
+        json_literal(&Value::Array(target_json)), // $20 target users
+        json_literal(&Value::Array(attribute_json)), // $21 attributes
+        "gen_random_uuid()".to_owned(),     // $22 the CREATED event's id
+        fresh_ids(targets.len()),           // $23 target user ids
+        fresh_ids(attributes.len()),        // $24 attribute ids
+        input_hex.map_or_else(|| "NULL".to_owned(), |h| format!("'\\x{h}'")), // $25 decision input
     ];
     let load = vec![
         text_literal(&col("tenant_id")),

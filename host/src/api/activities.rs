@@ -25,6 +25,7 @@ use super::{ApiError, AppState};
 use crate::domain::activity::{CallerAttribute, NewActivity, TargetCriterion};
 use crate::domain::commerce::Commerce;
 use crate::domain::{ActivityId, ActivityStatus, ActivityType, Channel, CommerceId, TenantId, time};
+use crate::policy::PreparedInput;
 use crate::resolve::{self, Resolution, Trace};
 use crate::store::activities::{self as store, ActivityFilter, Inserted, NewRecord};
 
@@ -37,6 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(target_users))
         .routes(routes!(attributes))
         .routes(routes!(status_events))
+        .routes(routes!(decision_input))
 }
 
 /// The body of `POST /api/activities` (and of its preview), `snake_case`.
@@ -115,6 +117,8 @@ pub struct ActivityQuery {
 struct Decided {
     activity: NewActivity,
     commerce: Arc<Commerce>,
+    /// The input the policies saw.
+    input: Arc<PreparedInput>,
     resolution: Resolution,
 }
 
@@ -134,9 +138,9 @@ async fn decide(state: &AppState, tenant: TenantId, body: &Value, fast_path: boo
     }
     let (commerce, history) = read.commerce.ok_or_else(|| ApiError::not_found("commerce", activity.commerce_id))?;
     let commerce = Arc::new(commerce);
-    let input = resolve::prepare_input(tenant, &activity, Arc::clone(&commerce), history);
+    let input = Arc::new(resolve::prepare_input(tenant, &activity, Arc::clone(&commerce), history));
     let resolution = resolve::resolve_activity(&snapshot, &input, &activity).await;
-    Ok(Decided { activity, commerce, resolution })
+    Ok(Decided { activity, commerce, input, resolution })
 }
 
 /// Create an activity.
@@ -172,12 +176,13 @@ async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let tenant = ctx.tenant_id;
-    let Decided { activity, commerce, resolution } = decide(&state, tenant, &body, true).await?;
+    let Decided { activity, commerce, input, resolution } = decide(&state, tenant, &body, true).await?;
 
     let id = ActivityId::new();
     let created_at = Utc::now().trunc_subsecs(6);
     let target_user_id = Uuid::new_v4();
     let attribute_ids: Vec<Uuid> = resolution.attributes.iter().map(|_| Uuid::new_v4()).collect();
+    let decision_input = state.rollout.keeps_decision_inputs().then(|| input.encode_stored());
     let record = NewRecord {
         tenant,
         id,
@@ -188,6 +193,7 @@ async fn create(
         target_user_id,
         event_id: Uuid::new_v4(),
         attribute_ids: &attribute_ids,
+        decision_input: decision_input.as_deref(),
     };
     if let Inserted::Duplicate(holder) = store::insert(&state.fast, &record).await? {
         return Err(ApiError::duplicate_key(&activity.idempotency_key, holder));
@@ -219,6 +225,8 @@ async fn create(
             .collect(),
         created_at,
     };
+    // After everything the answer needs, and without waiting.
+    state.rollout.shadows().offer(id, &input, &activity, &resolution);
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/api/activities/{id}")) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -408,4 +416,45 @@ async fn status_events(
     let row = load(&state, &ctx, &raw).await?;
     let events = store::status_events(&state.pool, ctx.tenant_id, row.id).await?;
     Ok(Json(events.into_iter().map(EventView::from).collect()))
+}
+
+/// The input the activity's latest decision was made on.
+///
+/// Exactly what the policies saw (`{tenant_id, activity, commerce,
+/// history}`; each call also got its own `config`): of the create, or of
+/// the latest retry or resolution at dispatch. Inputs are kept for
+/// `RETEN_DECISION_INPUT_RETENTION_DAYS`; past that this answers 404.
+#[utoipa::path(
+    get,
+    path = "/api/activities/{id}/decision-input",
+    operation_id = "getActivityDecisionInput",
+    tag = "activities",
+    params(TenantHeader, ("id" = Uuid, Path, description = "The activity's id.")),
+    responses(
+        (status = 200, description = "The policy input, as the policies saw it.", body = Object,
+            example = json!({"tenant_id": "…", "activity": {"type": "TASK", "channel": "SALESMAN_TASK"},
+                "commerce": {"id": "…", "users": []}, "history": []})),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+    security(("bearerAuth" = []), ("apiKey" = []))
+)]
+async fn decision_input(
+    ctx: Tenant<perm::ViewActivities>,
+    State(state): State<AppState>,
+    ApiPath(raw): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = load(&state, &ctx, &raw).await?;
+    let settings = state.rollout.settings();
+    let cutoff = settings.decision_input_cutoff(Utc::now());
+    let stored = crate::store::decision_inputs::latest(&state.pool, ctx.tenant_id, row.id, cutoff).await?;
+    let Some(bytes) = stored else {
+        return Err(ApiError::NotFound(format!(
+            "activity {} has no decision input kept: inputs are kept for {} days \
+             (RETEN_DECISION_INPUT_RETENTION_DAYS)",
+            row.id, settings.decision_input_retention_days
+        )));
+    };
+    let value = crate::policy::input::stored_json(&bytes).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
+    Ok(Json(value))
 }

@@ -103,6 +103,7 @@ async fn retry(
         error: (!still_failing.is_empty()).then(|| still_failing.join("; ")),
         commerce_id: row.commerce_id,
         channel: row.channel.as_str(),
+        decision_input: redecided.input,
     };
     transitions::apply_retry(&state.pool, tenant, row.id, &outcome).await?;
     tracing::info!(tenant_id = %tenant, activity_id = %row.id, status = %status, "resolution retried");
@@ -116,6 +117,8 @@ struct Redecided {
     target_traces: Vec<TargetTrace>,
     attributes: Vec<(Uuid, AttributeDecision)>,
     attribute_traces: Vec<AttributeTrace>,
+    /// The input the policies saw, in its stored form, when kept.
+    input: Option<Vec<u8>>,
 }
 
 impl Redecided {
@@ -153,6 +156,7 @@ async fn redecide_failed(state: &AppState, tenant: TenantId, row: &ActivityRow) 
         target_traces: Vec::new(),
         attributes: Vec::new(),
         attribute_traces: Vec::new(),
+        input: state.rollout.keeps_decision_inputs().then(|| input.encode_stored()),
     };
     // A FAILED item is retried as the dispatcher would resolve it: an
     // ON_DISPATCH target or attribute that failed at dispatch resolves now,

@@ -19,7 +19,9 @@ pub mod limits;
 pub mod openapi;
 pub mod policies;
 pub mod policy_changes;
+pub mod policy_replays;
 pub mod policy_revisions;
+pub mod policy_shadow;
 pub mod results;
 pub mod tenants;
 pub mod views;
@@ -111,6 +113,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(policies::router())
         .merge(policy_changes::router())
         .merge(policy_revisions::router())
+        .merge(policy_replays::router())
+        .merge(policy_shadow::router())
         .merge(dispatch_providers::router())
         .merge(dispatch_configs::router())
         .merge(dispatch::router())

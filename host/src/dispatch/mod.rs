@@ -62,6 +62,9 @@ pub struct DispatchSettings {
     pub attempt_retention: Duration,
     /// Label the dispatch metrics with the tenant id.
     pub tenant_labels: bool,
+    /// Keep the input of each resolution at dispatch
+    /// (`RETEN_DECISION_INPUT_RETENTION_DAYS` above 0).
+    pub keep_decision_inputs: bool,
 }
 
 impl Default for DispatchSettings {
@@ -78,6 +81,7 @@ impl Default for DispatchSettings {
             allow_public: true,
             attempt_retention: Duration::from_secs(30 * 86_400),
             tenant_labels: true,
+            keep_decision_inputs: true,
         }
     }
 }

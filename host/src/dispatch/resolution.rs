@@ -73,6 +73,7 @@ pub async fn resolve_pending(
         failure: failure.clone(),
         commerce_id: row.commerce_id,
         channel: row.channel.as_str(),
+        decision_input: decided.input,
     };
     if !write(ctx, tenant, f, &resolution).await? {
         return Ok(Resolved::Lost);
@@ -88,6 +89,8 @@ struct Decided {
     targets: Vec<(uuid::Uuid, TargetDecision)>,
     attributes: Vec<(uuid::Uuid, AttributeDecision)>,
     trace: serde_json::Value,
+    /// The input the policies saw, in its stored form, when kept.
+    input: Option<Vec<u8>>,
 }
 
 /// Runs the tenant's policies serving now on the pending items; `None` when
@@ -103,7 +106,8 @@ async fn decide(
     let commerce = Arc::new(commerce);
     let snapshot = ctx.registry.snapshot(tenant);
     let input = resolve::prepare_input(tenant, activity, Arc::clone(&commerce), history);
-    let mut decided = Decided { targets: Vec::new(), attributes: Vec::new(), trace: json!({}) };
+    let kept = ctx.dispatch.settings.keep_decision_inputs.then(|| input.encode_stored());
+    let mut decided = Decided { targets: Vec::new(), attributes: Vec::new(), trace: json!({}), input: kept };
     let (mut target_traces, mut attribute_traces) = (Vec::new(), Vec::new());
     for t in targets {
         let criteria = activity.target_criteria.as_deref();
@@ -169,6 +173,7 @@ async fn failed(
         failure: Some(why.clone()),
         commerce_id: f.activity.commerce_id,
         channel: f.activity.channel.as_str(),
+        decision_input: None,
     };
     if !write(ctx, tenant, f, &resolution).await? {
         return Ok(Resolved::Lost);

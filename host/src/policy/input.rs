@@ -3,14 +3,14 @@
 
 use std::sync::{Arc, OnceLock};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::domain::commerce::{Commerce, HistoryEntry};
 use crate::domain::{ActivityType, Channel, TenantId, time};
 
 /// The activity as policies see it (`snake_case`, like the request).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ActivityInput {
     #[serde(rename = "type")]
     pub activity_type: ActivityType,
@@ -49,6 +49,40 @@ pub struct BaseInput {
     pub history: Vec<HistoryEntry>,
 }
 
+/// [`BaseInput`] as it is read back from storage.
+#[derive(Deserialize)]
+struct StoredInput {
+    tenant_id: TenantId,
+    activity: ActivityInput,
+    commerce: Commerce,
+    history: Vec<HistoryEntry>,
+}
+
+/// The codec of a stored decision input (its `codec` column): an LZ4 block
+/// with its size prepended, over the input's JSON.
+pub const STORED_CODEC: i16 = 1;
+
+/// The stored form of a decision input: the JSON the policies saw (without
+/// `config`), LZ4-compressed.
+pub fn encode_stored(base: &BaseInput) -> Vec<u8> {
+    // Serialising owned, checked data cannot fail.
+    let json = serde_json::to_vec(base).unwrap_or_default();
+    lz4_flex::block::compress_prepend_size(&json)
+}
+
+/// The JSON of a stored decision input.
+pub fn stored_json(bytes: &[u8]) -> Result<Value, String> {
+    let json = lz4_flex::block::decompress_size_prepended(bytes).map_err(|e| format!("corrupt decision input: {e}"))?;
+    serde_json::from_slice(&json).map_err(|e| format!("corrupt decision input: {e}"))
+}
+
+/// A stored decision input, ready for the policies again.
+pub fn decode_stored(bytes: &[u8]) -> Result<BaseInput, String> {
+    let json = lz4_flex::block::decompress_size_prepended(bytes).map_err(|e| format!("corrupt decision input: {e}"))?;
+    let s: StoredInput = serde_json::from_slice(&json).map_err(|e| format!("unreadable decision input: {e}"))?;
+    Ok(BaseInput { tenant_id: s.tenant_id, activity: s.activity, commerce: Arc::new(s.commerce), history: s.history })
+}
+
 /// A request's policy input, with the engine conversions cached.
 #[derive(Debug)]
 pub struct PreparedInput {
@@ -61,6 +95,11 @@ impl PreparedInput {
     /// Prepares the input of one request.
     pub fn new(base: BaseInput) -> Self {
         Self { base, rhai: OnceLock::new(), wasm: OnceLock::new() }
+    }
+
+    /// The input in its stored form ([`encode_stored`]).
+    pub fn encode_stored(&self) -> Vec<u8> {
+        encode_stored(&self.base)
     }
 
     /// The whole input with `config`, as JSON: what a policy author sees.

@@ -169,6 +169,16 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// The same policy whose calls go through `calls`: evaluations off the
+    /// request path (a replay, a shadow set) use their own gates, breakers
+    /// and metrics, so they never take a live call's slot or trip its
+    /// breaker.
+    pub fn with_calls(&self, calls: &Arc<CallContext>) -> Self {
+        Self { calls: Arc::clone(calls), ..self.duplicate() }
+    }
+}
+
 /// A Rhai policy whose calls average more than this runs on the blocking
 /// pool: a Rhai call cannot yield, and it must not hold an async worker that
 /// other requests need.

@@ -77,7 +77,12 @@ pub fn check_path(scope: Scope, path: &str) -> Result<(), String> {
 /// (symlinks followed, as ConfigMap volumes need). A missing folder is an
 /// empty set.
 pub fn read(root: &Path, scope: Scope) -> io::Result<FileSet> {
-    let dir = root.join(scope.rel_dir());
+    read_folder(&root.join(scope.rel_dir()), scope)
+}
+
+/// Reads a `scope` layer's set from any folder laid out like one (a
+/// tenant's `shadow/`).
+pub fn read_folder(dir: &Path, scope: Scope) -> io::Result<FileSet> {
     let mut set = FileSet::new();
     let mut candidates: Vec<String> = vec![scope.config_file().to_owned()];
     if scope == Scope::Global {

@@ -48,6 +48,25 @@ pub struct TenantSnapshot {
 }
 
 impl TenantSnapshot {
+    /// The same set whose policy calls go through `calls` (see
+    /// [`Policy::with_calls`]).
+    pub fn with_calls(&self, calls: &Arc<super::CallContext>) -> Self {
+        let rebind = |m: &BTreeMap<String, Arc<Policy>>| {
+            m.iter().map(|(k, p)| (k.clone(), Arc::new(p.with_calls(calls)))).collect()
+        };
+        Self {
+            generation: self.generation,
+            target_configs: self.target_configs.clone(),
+            target_configs_source: self.target_configs_source,
+            catalogue: self.catalogue.clone(),
+            attribute_settings: self.attribute_settings.clone(),
+            criteria: rebind(&self.criteria),
+            attribute_policies: rebind(&self.attribute_policies),
+            limits: self.limits,
+            task_result_types: self.task_result_types.clone(),
+        }
+    }
+
     /// The config that applies to `channel`: the active one with the lowest
     /// priority that covers the channel.
     pub fn target_config_for(&self, channel: Channel) -> Option<&TargetResolutionConfig> {

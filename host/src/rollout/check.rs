@@ -18,6 +18,19 @@ use crate::policy::set::FileSet;
 /// Checks `set` as the `scope` layer's whole set; `Err` lists every problem
 /// by path (relative to the layer's folder when the file is the layer's).
 pub async fn check(registry: &Arc<Registry>, scope: Scope, set: &FileSet, run_tests: bool) -> Result<(), RolloutError> {
+    let candidate = load(registry, scope, set).await?;
+    if run_tests {
+        let failures = run_fixtures(registry, &candidate, set).await;
+        if !failures.is_empty() {
+            return Err(RolloutError::invalid(failures));
+        }
+    }
+    Ok(())
+}
+
+/// Loads `set` as the `scope` layer's whole set, aside; `Err` lists every
+/// problem by path, as [`check`] does.
+pub async fn load(registry: &Arc<Registry>, scope: Scope, set: &FileSet) -> Result<Candidate, RolloutError> {
     let candidate = tokio::task::spawn_blocking({
         let (registry, set) = (Arc::clone(registry), set.clone());
         move || registry.try_set(scope, &set)
@@ -28,13 +41,7 @@ pub async fn check(registry: &Arc<Registry>, scope: Scope, set: &FileSet, run_te
     if !problems.is_empty() {
         return Err(RolloutError::invalid(problems));
     }
-    if run_tests {
-        let failures = run_fixtures(registry, &candidate, set).await;
-        if !failures.is_empty() {
-            return Err(RolloutError::invalid(failures));
-        }
-    }
-    Ok(())
+    Ok(candidate)
 }
 
 /// A load error as a problem of the change, named by the changeset's path

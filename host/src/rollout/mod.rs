@@ -30,9 +30,14 @@
 pub mod apply;
 pub mod changeset;
 pub mod check;
+pub mod compare;
 pub mod history;
 pub mod listener;
+pub mod offline;
 pub mod recorder;
+pub mod replay;
+pub mod retention;
+pub mod shadow;
 
 use std::sync::Arc;
 
@@ -50,15 +55,17 @@ use crate::policy::loader::Scope;
 pub struct Tasks {
     recorder: tokio::task::JoinHandle<()>,
     listener: tokio::task::JoinHandle<()>,
+    pruner: tokio::task::JoinHandle<()>,
 }
 
 impl Tasks {
-    /// Starts recording the sets that start serving, and listening for
-    /// other replicas' changes.
-    pub fn spawn(pool: &PgPool, registry: &Arc<Registry>) -> Self {
+    /// Starts recording the sets that start serving, listening for other
+    /// replicas' changes, and pruning decision inputs past their retention.
+    pub fn spawn(pool: &PgPool, registry: &Arc<Registry>, settings: RolloutSettings) -> Self {
         Self {
             recorder: recorder::spawn(pool.clone(), Arc::clone(registry)),
             listener: listener::spawn(pool, Arc::clone(registry)),
+            pruner: retention::spawn(pool.clone(), settings),
         }
     }
 }
@@ -67,15 +74,35 @@ impl Drop for Tasks {
     fn drop(&mut self) {
         self.recorder.abort();
         self.listener.abort();
+        self.pruner.abort();
     }
 }
 
-/// How changes are allowed.
-#[derive(Clone, Copy, Debug, Default)]
+/// How changes are allowed, and how long decisions are kept to try them on.
+#[derive(Clone, Copy, Debug)]
 pub struct RolloutSettings {
     /// The directory is managed outside the API (a ConfigMap, git-sync):
     /// every change that would write files is refused.
     pub read_only: bool,
+    /// How long decision inputs are kept, in days (0: none is kept).
+    pub decision_input_retention_days: u32,
+    /// How many live decisions may wait for their shadow evaluation before
+    /// further ones are dropped (and counted).
+    pub shadow_queue: usize,
+}
+
+impl Default for RolloutSettings {
+    fn default() -> Self {
+        Self { read_only: false, decision_input_retention_days: 30, shadow_queue: 1024 }
+    }
+}
+
+impl RolloutSettings {
+    /// The oldest instant a decision input may have been recorded at and
+    /// still be answered.
+    pub fn decision_input_cutoff(&self, now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        now - chrono::Duration::days(i64::from(self.decision_input_retention_days))
+    }
 }
 
 /// The policy change service: what the API calls to change, list and
@@ -85,17 +112,45 @@ pub struct Rollout {
     pool: PgPool,
     registry: Arc<Registry>,
     settings: RolloutSettings,
+    /// Where replay jobs run.
+    replays: replay::Jobs,
+    /// The tenants' shadow sets and their evaluation.
+    shadows: Arc<shadow::Shadows>,
+    /// Keeps the shadow sets in step with the directory.
+    shadow_follower: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Rollout {
+    fn drop(&mut self) {
+        if let Some(task) = &self.shadow_follower {
+            task.abort();
+        }
+    }
 }
 
 impl Rollout {
-    /// Changes go to `registry`'s directory; revisions to `pool`.
+    /// Changes go to `registry`'s directory; revisions to `pool`. Starts
+    /// the shadow evaluation thread, and (within a runtime) follows the
+    /// directory's shadow sets.
     pub fn new(pool: PgPool, registry: Arc<Registry>, settings: RolloutSettings) -> Self {
-        Self { pool, registry, settings }
+        let shadows = shadow::Shadows::start(pool.clone(), Arc::clone(&registry), settings.shadow_queue);
+        let shadow_follower = shadow::Shadows::follow(&shadows);
+        Self { pool, registry, settings, replays: replay::Jobs::default(), shadows, shadow_follower }
     }
 
     /// Whether every write is refused.
     pub fn read_only(&self) -> bool {
         self.settings.read_only
+    }
+
+    /// The settings it was built with.
+    pub fn settings(&self) -> &RolloutSettings {
+        &self.settings
+    }
+
+    /// Whether decisions keep their input.
+    pub fn keeps_decision_inputs(&self) -> bool {
+        self.settings.decision_input_retention_days > 0
     }
 
     /// The registry changes go to.

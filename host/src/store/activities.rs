@@ -2,7 +2,8 @@
 //!
 //! Invariant: an activity is written whole or not at all. The create is one
 //! statement (data-modifying CTEs), so the activity, its target users, its
-//! attributes, its `CREATED` event and the targeting history commit together.
+//! attributes, its `CREATED` event, its decision input and the targeting
+//! history commit together.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -53,6 +54,9 @@ pub struct NewRecord<'a> {
     pub target_user_id: Uuid,
     pub event_id: Uuid,
     pub attribute_ids: &'a [Uuid],
+    /// The policy input the decisions were made on, in its stored form
+    /// (`None`: decision inputs are not kept).
+    pub decision_input: Option<&'a [u8]>,
 }
 
 /// The create statement. Kept as a constant so the load harness can replay
@@ -97,6 +101,10 @@ WITH a AS (
     commerce_id = EXCLUDED.commerce_id, activity_id = EXCLUDED.activity_id,
     last_targeted_at = EXCLUDED.last_targeted_at
   WHERE commerce_user_last_targets.last_targeted_at <= EXCLUDED.last_targeted_at
+), d AS (
+  -- The exact policy input of the decisions (policy::input::encode_stored).
+  INSERT INTO decision_inputs (tenant_id, activity_id, stage, recorded_at, input)
+  SELECT a.tenant_id, a.id, 'CREATE', a.created_at, $25::bytea FROM a WHERE $25::bytea IS NOT NULL
 ), n AS (
   -- A due activity wakes the dispatchers (store::dispatch::WAKE_CHANNEL) at commit.
   SELECT pg_notify('reten_dispatch', a.tenant_id::text) FROM a
@@ -215,6 +223,7 @@ pub async fn insert(pool: &super::fast_pool::FastPool, r: &NewRecord<'_>) -> Res
         .bind(r.event_id)
         .bind([r.target_user_id])
         .bind(r.attribute_ids)
+        .bind(r.decision_input)
         .fetch_optional(&mut *conn)
         .await?;
     if inserted.is_some() {

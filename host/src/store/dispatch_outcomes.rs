@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::domain::{ActivityId, ActivityStatus, CommerceId, TenantId};
 use crate::resolve::{AttributeDecision, TargetDecision};
 
+use super::decision_inputs;
 use super::transitions::{self, TransitionError};
 
 /// What started a send.
@@ -171,6 +172,8 @@ pub struct DispatchResolution<'a> {
     pub failure: Option<String>,
     pub commerce_id: CommerceId,
     pub channel: &'a str,
+    /// The input the policies decided on, in its stored form, when kept.
+    pub decision_input: Option<Vec<u8>>,
 }
 
 /// Writes a resolution at dispatch. [`TransitionError::Raced`] when the
@@ -211,6 +214,9 @@ pub async fn apply_resolution(
     }
     for (attribute_id, a) in &r.attributes {
         transitions::update_attribute(&mut tx, tenant, *attribute_id, a, now).await?;
+    }
+    if let Some(input) = &r.decision_input {
+        decision_inputs::insert(&mut *tx, tenant, id, decision_inputs::Stage::Dispatch, now, input).await?;
     }
     if let Some(error) = &r.failure {
         sqlx::query(

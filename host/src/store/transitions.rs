@@ -72,6 +72,8 @@ pub struct RetryOutcome<'a> {
     pub error: Option<String>,
     pub commerce_id: CommerceId,
     pub channel: &'a str,
+    /// The input the policies decided on, in its stored form, when kept.
+    pub decision_input: Option<Vec<u8>>,
 }
 
 /// Writes a retry: the re-resolved parts, the activity's status, the trace,
@@ -110,6 +112,9 @@ pub async fn apply_retry(
     }
     for (attribute_id, a) in &outcome.attributes {
         update_attribute(&mut tx, tenant, *attribute_id, a, now).await?;
+    }
+    if let Some(input) = &outcome.decision_input {
+        super::decision_inputs::insert(&mut *tx, tenant, id, super::decision_inputs::Stage::Retry, now, input).await?;
     }
     let event = if outcome.status == ActivityStatus::Ready {
         EventType::ResolutionRetrySuccess

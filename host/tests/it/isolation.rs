@@ -74,6 +74,8 @@ struct World {
     a_key_id: String,
     a_key: String,
     a_config: String,
+    /// A replay of A's (done or running).
+    a_replay: String,
     b_commerce: Uuid,
     b_user: String,
     b_pending: String,
@@ -252,6 +254,37 @@ fn attempts(w: &World, method: &str, template: &str) -> Option<Vec<Attempt>> {
             ),
         ],
         ("GET", "/api/policies/revisions") => vec![attempt(get, "/api/policies/revisions", None, Own)],
+        ("GET", "/api/activities/{id}/decision-input") => per_activity("/decision-input", &get, None),
+        ("POST", "/api/policies/replays") => vec![
+            // B's candidate may not name A's criterion.
+            attempt(
+                post.clone(),
+                "/api/policies/replays",
+                Some(json!({"files": [{"path": "tenant.toml", "content": b_config_using_a}]})),
+                Refused,
+            ),
+            attempt(post, "/api/policies/replays", Some(json!({})), Own),
+        ],
+        ("GET", "/api/policies/replays") => vec![attempt(get, "/api/policies/replays", None, Own)],
+        ("GET", "/api/policies/replays/{id}") => {
+            vec![attempt(get, format!("/api/policies/replays/{}", w.a_replay), None, Denied)]
+        }
+        ("DELETE", "/api/policies/replays/{id}") => {
+            vec![attempt(delete, format!("/api/policies/replays/{}", w.a_replay), None, Denied)]
+        }
+        ("PUT", "/api/policies/shadow") => vec![attempt(
+            put,
+            "/api/policies/shadow",
+            Some(json!({"files": [{"path": "tenant.toml", "content": b_config_using_a}]})),
+            Refused,
+        )],
+        // B has no shadow set; A's stays A's.
+        ("GET", "/api/policies/shadow") | ("DELETE", "/api/policies/shadow") => {
+            vec![attempt(Method::from_bytes(method.as_bytes()).unwrap(), "/api/policies/shadow", None, Denied)]
+        }
+        ("POST", "/api/policies/shadow/promote") => {
+            vec![attempt(post, "/api/policies/shadow/promote", None, Denied)]
+        }
         // A's revisions 1 to 3 exist; B's number 1 and 2 are B's own, so only
         // A's third (which B lacks) must be a 404.
         ("GET", "/api/policies/revisions/{n}") => vec![attempt(get, "/api/policies/revisions/3", None, Denied)],
@@ -502,6 +535,13 @@ async fn world(app: &TestApp) -> World {
         reten_host::domain::ProviderCode::Mock), "channel": "SMS"});
     let a_config = app.post(a, "/api/dispatch-configs", &mock).await;
     a_config.assert_status(StatusCode::CREATED);
+    // A replay and a shadow set of A's own.
+    let a_replay = app.post(a, "/api/policies/replays", &json!({"message": "alpha's replay"})).await;
+    a_replay.assert_status(StatusCode::ACCEPTED);
+    let a_shadow = app
+        .call(Method::PUT, "/api/policies/shadow", Some(&admin_a), Some(a), Some(&json!({"message": "alpha's shadow"})))
+        .await;
+    a_shadow.assert_status(StatusCode::OK);
 
     let id = |v: &Value| v.as_str().unwrap().to_owned();
     World {
@@ -517,6 +557,7 @@ async fn world(app: &TestApp) -> World {
         a_key_id,
         a_key,
         a_config: id(&a_config.body["id"]),
+        a_replay: id(&a_replay.body["id"]),
         b_commerce,
         b_user: app.user_id(b, b_commerce, "u-maria").await,
         b_pending: id(&b_pending["id"]),

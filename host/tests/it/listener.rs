@@ -46,7 +46,7 @@ async fn listening_app(pool: &PgPool) -> (TestApp, Tasks) {
     let app = TestApp::new(pool.clone()).await;
     let reloads = app.state.registry.subscribe_reloads();
     let before = *reloads.borrow();
-    let tasks = Tasks::spawn(pool, &app.state.registry);
+    let tasks = Tasks::spawn(pool, &app.state.registry, Default::default());
     until("the listener", async || listening(pool).await && *reloads.borrow() > before).await;
     (app, tasks)
 }

@@ -122,7 +122,7 @@ async fn the_pgbench_script_replays_exactly_the_statements_of_a_create(pool: PgP
         let params = pgbench::check_transaction(tx).unwrap_or_else(|e| panic!("{e}\n\nscript:\n{script}"));
         let (load, insert) = (&params[0], &params[1]);
         assert_eq!(load.len(), 3);
-        assert_eq!(insert.len(), 24);
+        assert_eq!(insert.len(), 25);
         // Every transaction creates: a fresh idempotency key (a parameter,
         // the same in both statements, as the service binds it) and ids.
         assert_eq!(load[&3], pgbench::KEY);
@@ -168,6 +168,14 @@ async fn the_pgbench_script_replays_exactly_the_statements_of_a_create(pool: PgP
         .await
         .unwrap();
     assert_eq!(history, 1, "the replay updates the targeted user's history like a create");
+    let inputs: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT input FROM decision_inputs WHERE activity_id = ANY($1) ORDER BY recorded_at")
+            .bind([activity, replayed])
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(inputs.len(), 2, "the replay keeps its decision input like a create");
+    assert_eq!(inputs[0], inputs[1]);
 }
 
 /// An activity as stored, without what differs between two creates of the
@@ -195,7 +203,7 @@ async fn stored(pool: &PgPool, activity: Uuid) -> Value {
 
 #[test]
 fn the_script_check_refuses_anything_but_parameter_substitutions() {
-    let replay = pgbench::Replay { params: [vec!["'x'".to_owned(); 3], vec!["NULL".to_owned(); 24]] };
+    let replay = pgbench::Replay { params: [vec!["'x'".to_owned(); 3], vec!["NULL".to_owned(); 25]] };
     let good = pgbench::parse_script(&pgbench::script(&[replay], 8)).unwrap();
     pgbench::check_transaction(&good[0]).unwrap();
 

@@ -14,7 +14,7 @@ use crate::support::{TestApp, admin_token, copy_dir, repo_policies, seed_body, s
 async fn in_read_only_mode_every_write_route_is_409_and_reads_preview_and_listing_work(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&repo_policies(), dir.path());
-    let app = TestApp::with_rollout(pool, dir, RolloutSettings { read_only: true }).await;
+    let app = TestApp::with_rollout(pool, dir, RolloutSettings { read_only: true, ..RolloutSettings::default() }).await;
     let (tenant, commerce) = app.seeded("read-only").await;
     let (admin, root) = (admin_token(tenant), super_admin_token());
     let files_before = walk(app.policies.path());

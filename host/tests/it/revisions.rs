@@ -34,7 +34,7 @@ async fn revisions_until(app: &TestApp, tenant: TenantId, what: &str, cond: impl
 #[sqlx::test(migrations = "../migrations")]
 async fn revisions_list_the_api_change_with_the_callers_sub_and_the_file_edit_as_filesystem(pool: PgPool) {
     let (app, _watcher) = TestApp::watching(pool.clone()).await;
-    let _tasks = Tasks::spawn(&pool, &app.state.registry);
+    let _tasks = Tasks::spawn(&pool, &app.state.registry, Default::default());
     let (tenant, _) = app.seeded("history").await;
     let maria = token("maria@acme", &[tenant], &["ADMIN"], &[]);
     let body = json!({"files": [{"path": "criteria/pick.rhai", "content": PICK_OWNER},
@@ -135,7 +135,7 @@ async fn the_sets_found_at_start_up_are_revision_1_of_their_layers(pool: PgPool)
         .execute(&pool)
         .await
         .unwrap();
-    let _tasks = Tasks::spawn(&pool, &app.state.registry);
+    let _tasks = Tasks::spawn(&pool, &app.state.registry, Default::default());
     let data = revisions_until(&app, demo, "the demo tenant's first revision", |d| !d.is_empty()).await;
     assert_eq!(data.len(), 1);
     assert_eq!((data[0]["revision"].as_i64(), data[0]["source"].as_str()), (Some(1), Some("FILESYSTEM")));

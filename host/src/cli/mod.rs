@@ -1,0 +1,4 @@
+//! The binary's own commands that need more than a few lines (the library
+//! does not include this module).
+
+pub mod replay;

@@ -1,0 +1,170 @@
+//! Decision inputs: the exact policy input each decision was made on (a
+//! create, a retry, a resolution at dispatch), compressed
+//! ([`crate::policy::input::encode_stored`]). A create writes its input in
+//! its own statement (`activities::INSERT_ACTIVITY_SQL`); the others here.
+//!
+//! Invariant: an input older than the retention is never answered, even
+//! before the pruner has deleted it, so the retention is exact to the
+//! request, and the pruner's pace only bounds the disk.
+
+use chrono::{DateTime, Utc};
+use sqlx::{Executor, PgPool, Postgres};
+
+use super::activities::{ACTIVITY_COLUMNS, ActivityRow};
+use crate::domain::{ActivityId, TenantId};
+
+/// Which decision an input was kept for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Create,
+    Retry,
+    Dispatch,
+}
+
+impl Stage {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Retry => "RETRY",
+            Self::Dispatch => "DISPATCH",
+        }
+    }
+}
+
+/// Keeps the input of a retry or of a resolution at dispatch, in the
+/// caller's transaction.
+pub async fn insert<'e>(
+    executor: impl Executor<'e, Database = Postgres>,
+    tenant: TenantId,
+    activity: ActivityId,
+    stage: Stage,
+    at: DateTime<Utc>,
+    input: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO decision_inputs (tenant_id, activity_id, stage, recorded_at, input) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(tenant)
+    .bind(activity)
+    .bind(stage.as_str())
+    .bind(at)
+    .bind(input)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// The latest input of an activity recorded at or after `not_before`.
+#[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant, activity_id = %activity))]
+pub async fn latest(
+    pool: &PgPool,
+    tenant: TenantId,
+    activity: ActivityId,
+    not_before: DateTime<Utc>,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT input FROM decision_inputs WHERE tenant_id = $1 AND activity_id = $2 AND recorded_at >= $3 \
+         ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(tenant)
+    .bind(activity)
+    .bind(not_before)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Deletes every input recorded before `before`, a batch at a time so that
+/// no one statement holds locks for long. Across tenants: retention is the
+/// platform's, and this reads nothing back. Returns how many went.
+pub async fn prune(pool: &PgPool, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    const BATCH: i64 = 5_000;
+    let mut total = 0;
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM decision_inputs WHERE ctid = ANY (ARRAY( \
+               SELECT ctid FROM decision_inputs WHERE recorded_at < $1 LIMIT $2))",
+        )
+        .bind(before)
+        .bind(BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += deleted;
+        if deleted < BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// The activities a replay evaluates: a tenant's, created in the window,
+/// the most recent `limit`, each with its latest input still kept.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: i64,
+    /// Inputs recorded before this are past the retention.
+    pub not_before: DateTime<Utc>,
+}
+
+const WINDOW_FROM: &str = "FROM activities a \
+     LEFT JOIN commerces c ON c.tenant_id = a.tenant_id AND c.id = a.commerce_id \
+     JOIN LATERAL (SELECT d.input FROM decision_inputs d \
+        WHERE d.tenant_id = a.tenant_id AND d.activity_id = a.id AND d.recorded_at >= $4 \
+        ORDER BY d.seq DESC LIMIT 1) d ON true \
+     WHERE a.tenant_id = $1 AND ($2::timestamptz IS NULL OR a.created_at >= $2) \
+       AND ($3::timestamptz IS NULL OR a.created_at <= $3) \
+       AND ($5::timestamptz IS NULL OR (a.created_at, a.id) < ($5, $6::uuid))";
+
+/// How many activities the window holds (at most its limit).
+pub async fn count_window(pool: &PgPool, tenant: TenantId, w: &Window) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM (SELECT 1 {WINDOW_FROM} LIMIT $7) w"))
+        .bind(tenant)
+        .bind(w.since)
+        .bind(w.until)
+        .bind(w.not_before)
+        .bind(None::<DateTime<Utc>>)
+        .bind(None::<ActivityId>)
+        .bind(w.limit)
+        .fetch_one(pool)
+        .await
+}
+
+/// One activity of a replay window and its stored input.
+#[derive(Debug, sqlx::FromRow)]
+pub struct WindowRow {
+    #[sqlx(flatten)]
+    pub activity: ActivityRow,
+    pub input: Vec<u8>,
+}
+
+/// Where a page of a window starts: after this activity (the window runs
+/// newest first).
+pub type Cursor = (DateTime<Utc>, ActivityId);
+
+/// The select of a page of a window, newest first.
+static PAGE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("SELECT {ACTIVITY_COLUMNS}, d.input {WINDOW_FROM} ORDER BY a.created_at DESC, a.id DESC LIMIT $7")
+});
+
+/// Up to `n` activities of the window after `cursor`, newest first: pages
+/// of short statements, so a long replay holds no snapshot, no statement
+/// open and no connection between pages.
+pub async fn page(
+    pool: &PgPool,
+    tenant: TenantId,
+    w: &Window,
+    cursor: Option<Cursor>,
+    n: i64,
+) -> Result<Vec<WindowRow>, sqlx::Error> {
+    sqlx::query_as::<_, WindowRow>(PAGE_SQL.as_str())
+        .bind(tenant)
+        .bind(w.since)
+        .bind(w.until)
+        .bind(w.not_before)
+        .bind(cursor.map(|c| c.0))
+        .bind(cursor.map(|c| c.1))
+        .bind(n)
+        .fetch_all(pool)
+        .await
+}
