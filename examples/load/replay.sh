@@ -5,7 +5,8 @@
 # one Wasm attribute (loyalty_tier, the plugin instead of the Rhai file): BASE
 # creates through the API, each keeping its decision input, then copied in SQL
 # (new ids and keys, the same stored input) up to STORED activities. A
-# candidate that swaps the criteria's priorities is replayed over all of them,
+# candidate that tries the commerce rep before the preferred contact is
+# replayed over all of them,
 # ROUNDS times each way, alternating:
 #   - api: POST /api/policies/replays, timed from the job's createdAt to its
 #     finishedAt (the server's own replay thread);
@@ -33,24 +34,16 @@ mkdir -p "$RUN/policies/tenants"
 cp -r "$ROOT/policies/tenants/$DEMO" "$RUN/policies/tenants/$DEMO"
 rm "$RUN/policies/tenants/$DEMO/attributes/loyalty_tier.rhai"
 cp "$ROOT/plugins/dist/loyalty_tier.wasm" "$RUN/policies/tenants/$DEMO/attributes/loyalty_tier.wasm"
-# The candidate: the same folder, the two criteria of each config swapped.
+# The candidate: the same folder, the commerce rep before the preferred contact.
 mkdir -p "$RUN/candidate"
 cp -r "$RUN/policies/tenants/$DEMO" "$RUN/candidate/$DEMO"
 python3 - "$RUN/candidate/$DEMO/tenant.toml" <<'PY'
-import sys, tomllib
+import sys
 path = sys.argv[1]
 text = open(path).read()
-doc = tomllib.loads(text)
-out = []
-for config in doc["target_resolution"]:
-    criteria = config["criteria"]
-    for c, p in zip(criteria, reversed([c["priority"] for c in criteria])):
-        out.append((c["type"], c["priority"], p))
-for kind, old, new in out:
-    text = text.replace(f'type = "{kind}"\npriority = {old}', f'type = "{kind}"\npriority = {new}X', 1)
-    text = text.replace(f'type = "{kind}"\nconfig = {{ role = "COMMERCE_REP" }}\npriority = {old}',
-                        f'type = "{kind}"\nconfig = {{ role = "COMMERCE_REP" }}\npriority = {new}X', 1)
-open(path, "w").write(text.replace("X\n", "\n"))
+swapped = text.replace('type = "PREFERRED_CONTACT"\npriority = 0', 'type = "PREFERRED_CONTACT"\npriority = 2')
+assert swapped != text, "the demo's tenant.toml changed: update replay.sh"
+open(path, "w").write(swapped)
 PY
 BODY=$(jq -n --rawfile c "$RUN/candidate/$DEMO/tenant.toml" --argjson n "$STORED" \
     '{files: [{path: "tenant.toml", content: $c}], limit: $n, message: "replay.sh"}')

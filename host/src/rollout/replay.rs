@@ -2,7 +2,7 @@
 //! decision input of a tenant's recent activities, and what differs.
 //!
 //! A job runs off the request path, on its own thread with its own
-//! single-threaded runtime and its own connection, and at most half
+//! single-threaded runtime and its own two connections, and at most half
 //! the cores run jobs at once ([`Jobs`]): creates keep their CPU. Both sets'
 //! policy calls go through a call context of their own (gates, breakers,
 //! metrics), so a replay never takes a live call's slot, trips a live
@@ -128,16 +128,16 @@ pub async fn evaluate(sides: &Sides, row: &WindowRow, report: &mut Report) {
     let base = match decode_stored(&row.input) {
         Ok(base) => base,
         Err(e) => {
-            tracing::warn!(activity_id = %row.activity.id, error = %e, "a stored decision input cannot be read");
+            tracing::warn!(activity_id = %row.id, error = %e, "a stored decision input cannot be read");
             report.unreadable();
             return;
         }
     };
     let input = PreparedInput::new(base);
-    let activity = row.activity.replay();
+    let activity = row.request();
     let live = resolve::resolve_activity(&sides.live, &input, &activity).await;
     let candidate = resolve::resolve_activity(&sides.candidate, &input, &activity).await;
-    report.record(row.activity.id, &live, &candidate);
+    report.record(row.id, &live, &candidate);
 }
 
 /// Runs the window through both sets. `tick` gets the report every
@@ -155,25 +155,47 @@ where
     F: FnMut(&Report) -> Fut,
     Fut: Future<Output = bool>,
 {
+    // The next page is read while this one is decided: Postgres works on
+    // another core meanwhile.
+    let (tx, mut pages) = tokio::sync::mpsc::channel(1);
+    let reader = tokio::spawn({
+        let (pool, window) = (pool.clone(), *window);
+        async move {
+            let mut cursor = None;
+            let mut left = window.limit;
+            while left > 0 {
+                let rows = decision_inputs::page(&pool, tenant, &window, cursor, left.min(PAGE)).await?;
+                let Some(end) = rows.last() else { break };
+                cursor = Some((end.created_at, end.id));
+                left -= rows.len() as i64;
+                if tx.send(rows).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<(), sqlx::Error>(())
+        }
+    });
     let mut last = Instant::now();
-    let mut cursor = None;
-    let mut left = window.limit;
-    while left > 0 {
-        let rows = decision_inputs::page(pool, tenant, window, cursor, left.min(PAGE)).await?;
-        let Some(end) = rows.last() else { break };
-        cursor = Some((end.activity.created_at, end.activity.id));
-        left -= rows.len() as i64;
-        for row in &rows {
+    while let Some(rows) = pages.recv().await {
+        for (i, row) in rows.iter().enumerate() {
             evaluate(sides, row, report).await;
+            if i % 64 == 63 {
+                // Lets the reader run on a single-threaded runtime.
+                tokio::task::yield_now().await;
+            }
             if last.elapsed() >= PROGRESS_EVERY {
                 last = Instant::now();
                 if !tick(report).await {
+                    reader.abort();
                     return Ok(false);
                 }
             }
         }
     }
-    Ok(true)
+    match reader.await {
+        Ok(read) => read.map(|()| true),
+        Err(e) => Err(sqlx::Error::Protocol(format!("the replay's reader stopped: {e}"))),
+    }
 }
 
 /// The replay threads of a process: at most half the cores at once.
@@ -266,7 +288,8 @@ impl Rollout {
             };
             runtime.block_on(async move {
                 let _slot = slots.acquire_owned().await;
-                match PgPoolOptions::new().max_connections(1).connect_with(options).await {
+                // Two connections: the reader's and the progress writer's.
+                match PgPoolOptions::new().max_connections(2).connect_with(options).await {
                     Ok(pool) => {
                         run_job(&pool, &job).await;
                         pool.close().await;

@@ -10,8 +10,10 @@
 use chrono::{DateTime, Utc};
 use sqlx::{Executor, PgPool, Postgres};
 
-use super::activities::{ACTIVITY_COLUMNS, ActivityRow};
-use crate::domain::{ActivityId, TenantId};
+use sqlx::types::Json;
+
+use crate::domain::activity::{CallerAttribute, NewActivity, TargetCriterion};
+use crate::domain::{ActivityId, ActivityType, Channel, CommerceId, TenantId};
 
 /// Which decision an input was kept for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,7 +110,6 @@ pub struct Window {
 }
 
 const WINDOW_FROM: &str = "FROM activities a \
-     LEFT JOIN commerces c ON c.tenant_id = a.tenant_id AND c.id = a.commerce_id \
      JOIN LATERAL (SELECT d.input FROM decision_inputs d \
         WHERE d.tenant_id = a.tenant_id AND d.activity_id = a.id AND d.recorded_at >= $4 \
         ORDER BY d.seq DESC LIMIT 1) d ON true \
@@ -130,13 +131,55 @@ pub async fn count_window(pool: &PgPool, tenant: TenantId, w: &Window) -> Result
         .await
 }
 
-/// One activity of a replay window and its stored input.
+/// One activity of a replay window: the request it was created from (what
+/// resolution reads besides the input) and its stored input. Not its trace
+/// nor its commerce: a replay reads a million of these.
 #[derive(Debug, sqlx::FromRow)]
 pub struct WindowRow {
-    #[sqlx(flatten)]
-    pub activity: ActivityRow,
+    pub id: ActivityId,
+    pub created_at: DateTime<Utc>,
+    #[sqlx(rename = "type")]
+    pub activity_type: ActivityType,
+    pub channel: Channel,
+    pub reason: String,
+    pub commerce_id: CommerceId,
+    pub idempotency_key: String,
+    pub scheduled_at: DateTime<Utc>,
+    pub suggested_execution_time: Option<DateTime<Utc>>,
+    pub user_status: Option<String>,
+    pub score: Option<i32>,
+    pub assignment_reason: Option<String>,
+    pub target_criteria: Option<Json<Vec<TargetCriterion>>>,
+    pub attribute_keys: Vec<String>,
+    pub caller_attributes: Json<Vec<CallerAttribute>>,
     pub input: Vec<u8>,
 }
+
+impl WindowRow {
+    /// The request the activity was created from.
+    pub fn request(&self) -> NewActivity {
+        NewActivity {
+            activity_type: self.activity_type,
+            channel: self.channel,
+            reason: self.reason.clone(),
+            commerce_id: self.commerce_id,
+            idempotency_key: self.idempotency_key.clone(),
+            scheduled_at: self.scheduled_at,
+            suggested_execution_time: self.suggested_execution_time,
+            user_status: self.user_status.clone(),
+            score: self.score,
+            assignment_reason: self.assignment_reason.clone(),
+            target_criteria: self.target_criteria.as_ref().map(|c| c.0.clone()),
+            attribute_keys: self.attribute_keys.clone(),
+            attributes: self.caller_attributes.0.clone(),
+        }
+    }
+}
+
+/// The columns of a [`WindowRow`].
+const WINDOW_COLUMNS: &str = "a.id, a.created_at, a.type, a.channel, a.reason, a.commerce_id, a.idempotency_key, \
+    a.scheduled_at, a.suggested_execution_time, a.user_status, a.score, a.assignment_reason, a.target_criteria, \
+    a.attribute_keys, a.caller_attributes, d.input";
 
 /// Where a page of a window starts: after this activity (the window runs
 /// newest first).
@@ -144,7 +187,7 @@ pub type Cursor = (DateTime<Utc>, ActivityId);
 
 /// The select of a page of a window, newest first.
 static PAGE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!("SELECT {ACTIVITY_COLUMNS}, d.input {WINDOW_FROM} ORDER BY a.created_at DESC, a.id DESC LIMIT $7")
+    format!("SELECT {WINDOW_COLUMNS} {WINDOW_FROM} ORDER BY a.created_at DESC, a.id DESC LIMIT $7")
 });
 
 /// Up to `n` activities of the window after `cursor`, newest first: pages
