@@ -724,6 +724,10 @@
 
   // ---------------------------------------------------------------- history
   async function loadHistory() {
+    $("history").setAttribute("aria-busy", "true");
+    try { await drawHistory(); } finally { $("history").setAttribute("aria-busy", "false"); }
+  }
+  async function drawHistory() {
     const res = await api("GET", "/api/policies/revisions?per_page=50");
     const tbody = clear($("history").tBodies[0]);
     const serving = state.listing ? state.listing.revision : null;

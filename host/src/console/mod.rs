@@ -17,15 +17,12 @@ use axum::routing::get;
 
 use crate::api::ApiError;
 
-/// The console's Content-Security-Policy: scripts, styles and fetches from
-/// this origin only, no inline script or `eval`, never framed.
-pub const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-     connect-src 'self'; font-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'";
-
-/// The API reference's policy: Swagger UI also sets `style` attributes from
-/// its script (allowed by `style-src-attr`), and inlines its icons as data:
-/// images; its scripts still come from this origin only.
-pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+/// The Content-Security-Policy of every console and docs response:
+/// scripts, styles, fonts and fetches from this origin only, no inline
+/// script or style element and no `eval`, never framed. Swagger UI runs
+/// under it too: its icons are data: images, and the styles it sets from
+/// script (the CSSOM) are not inline styles in CSP's sense.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
      connect-src 'self'; font-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 /// One embedded file: its bytes and media type.
@@ -42,8 +39,17 @@ const ASSETS: &[Asset] = &[
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../console/console.js"),
     },
-    Asset { name: "console.css", content_type: "text/css; charset=utf-8", body: include_bytes!("../../console/console.css") },
-    Asset { name: "docs.js", content_type: "text/javascript; charset=utf-8", body: include_bytes!("../../console/docs.js") },
+    Asset {
+        name: "console.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../console/console.css"),
+    },
+    Asset { name: "favicon.svg", content_type: "image/svg+xml", body: include_bytes!("../../console/favicon.svg") },
+    Asset {
+        name: "docs.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../console/docs.js"),
+    },
     Asset {
         name: "swagger-ui-bundle.js",
         content_type: "text/javascript; charset=utf-8",
@@ -63,8 +69,8 @@ const DOCS_HTML: &str = include_str!("../../console/docs.html");
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(root))
-        .route("/console", get(|| async { page(CONSOLE_HTML, CONSOLE_CSP) }))
-        .route("/docs", get(|| async { page(DOCS_HTML, DOCS_CSP) }))
+        .route("/console", get(|| async { page(CONSOLE_HTML) }))
+        .route("/docs", get(|| async { page(DOCS_HTML) }))
         .route("/console/assets/{name}", get(asset))
 }
 
@@ -80,9 +86,9 @@ async fn root(headers: HeaderMap) -> Response {
     }
 }
 
-fn page(html: &'static str, csp: &'static str) -> Response {
+fn page(html: &'static str) -> Response {
     let mut response = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
-    secure(response.headers_mut(), csp);
+    secure(response.headers_mut());
     // The page itself is small and changes with the binary: always fresh.
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
@@ -93,15 +99,79 @@ async fn asset(Path(name): Path<String>) -> Response {
         return ApiError::NotFound(format!("console asset {name} was not found")).into_response();
     };
     let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, asset.content_type)], asset.body).into_response();
-    secure(response.headers_mut(), CONSOLE_CSP);
+    secure(response.headers_mut());
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
 /// The headers every console response carries.
-fn secure(headers: &mut HeaderMap, csp: &'static str) {
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
+fn secure(headers: &mut HeaderMap) {
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn get(uri: &str, accept: Option<&str>) -> Response {
+        let mut request = Request::get(uri);
+        if let Some(accept) = accept {
+            request = request.header(header::ACCEPT, accept);
+        }
+        router::<()>().oneshot(request.body(Body::empty()).expect("a valid request")).await.expect("infallible")
+    }
+
+    #[tokio::test]
+    async fn a_browser_at_the_root_is_sent_to_the_console_and_an_api_client_gets_the_usual_404() {
+        let res = get("/", Some("text/html,application/xhtml+xml,*/*;q=0.8")).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        assert_eq!(res.headers()[header::LOCATION], "/console");
+        let res = get("/", Some("application/json")).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/problem+json");
+    }
+
+    #[tokio::test]
+    async fn the_pages_and_their_assets_carry_the_strict_csp_and_refuse_framing() {
+        for uri in ["/console", "/docs", "/console/assets/console.js", "/console/assets/swagger-ui-bundle.js"] {
+            let res = get(uri, None).await;
+            assert_eq!(res.status(), StatusCode::OK, "{uri}");
+            let csp = res.headers()[header::CONTENT_SECURITY_POLICY].to_str().expect("ascii");
+            assert!(csp.contains("script-src 'self';") && csp.contains("frame-ancestors 'none'"), "{uri}: {csp}");
+            assert!(!csp.contains("unsafe"), "{uri}: {csp}");
+            assert_eq!(res.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_asset_is_a_404_problem() {
+        let res = get("/console/assets/../../Cargo.toml", None).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        let res = get("/console/assets/nothing.js", None).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn the_pages_load_nothing_inline_and_nothing_from_another_origin() {
+        for html in [CONSOLE_HTML, DOCS_HTML] {
+            assert!(!html.contains("<script>") && !html.contains("style="), "no inline script or style");
+            assert!(!html.contains("http://") && !html.contains("https://"), "no other origin");
+            assert!(!html.contains(" onclick=") && !html.contains(" onload="), "no inline handlers");
+        }
+        for src in html_refs(CONSOLE_HTML).chain(html_refs(DOCS_HTML)) {
+            let name = src.strip_prefix("/console/assets/").unwrap_or_else(|| panic!("{src} is not an embedded asset"));
+            assert!(ASSETS.iter().any(|a| a.name == name), "{src} is not embedded");
+        }
+    }
+
+    fn html_refs(html: &'static str) -> impl Iterator<Item = &'static str> {
+        html.split(['"']).filter(|s| s.starts_with("/console/assets/"))
+    }
 }
