@@ -122,13 +122,21 @@ class Browser:
         return self.until(f"{css!r} to show {needle!r}", has, timeout)
 
     def click(self, css):
-        el = self.until(f"{css!r} to be clickable", lambda d: (e := d.find_element(By.CSS_SELECTOR, css)).is_displayed() and e.is_enabled() and e)
-        el.click()
-        return el
+        """Clicks the element once it is shown and enabled; found again if
+        the page redrew it meanwhile."""
+        def clicked(d):
+            e = d.find_element(By.CSS_SELECTOR, css)
+            if not (e.is_displayed() and e.is_enabled()):
+                return False
+            e.click()
+            return True
+        self.until(f"{css!r} to be clicked", clicked)
 
     def tab(self, name):
         self.click(f"#tab-{name}")
         self.until(f"panel {name} shown", lambda d: d.find_element(By.ID, f"panel-{name}").is_displayed())
+        if name == "history":
+            self.until("the history loaded", lambda d: d.find_element(By.ID, "history").get_attribute("aria-busy") == "false")
 
 
 def step(n, title):
@@ -215,7 +223,7 @@ def run(b):
     row = b.until("revision %d in History" % applied, lambda d: d.find_elements(By.CSS_SELECTOR, f'#history tr[data-revision="{applied}"]'))[0]
     for needle in ("a comment, from the browser test", "browser-test", "API", "MODIFIED " + CRITERION, "serving"):
         assert needle in row.text, f"{needle!r} not in {row.text!r}"
-    row.find_element(By.CSS_SELECTOR, "button").click()
+    b.click(f'#history tr[data-revision="{applied}"] td:nth-child(6) button')
     b.until_text("#diff-view", "+" + FIX)
     assert b.find("#diff-view .add").text == "+" + FIX, b.text("#diff-view")
 
@@ -360,6 +368,9 @@ def main():
         run(b)
     except Exception:
         traceback.print_exc()
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        with open(os.path.join(ARTIFACTS, "failure.txt"), "w") as f:
+            traceback.print_exc(file=f)
         save_failure(b)
         print(f"browser test: FAILED; screenshot, console log, network log and page in {ARTIFACTS}", file=sys.stderr)
         return 1
