@@ -38,7 +38,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(target_users))
         .routes(routes!(attributes))
         .routes(routes!(status_events))
-        .routes(routes!(decision_input))
 }
 
 /// The body of `POST /api/activities` (and of its preview), `snake_case`.
@@ -416,45 +415,4 @@ async fn status_events(
     let row = load(&state, &ctx, &raw).await?;
     let events = store::status_events(&state.pool, ctx.tenant_id, row.id).await?;
     Ok(Json(events.into_iter().map(EventView::from).collect()))
-}
-
-/// The input the activity's latest decision was made on.
-///
-/// Exactly what the policies saw (`{tenant_id, activity, commerce,
-/// history}`; each call also got its own `config`): of the create, or of
-/// the latest retry or resolution at dispatch. Inputs are kept for
-/// `RETEN_DECISION_INPUT_RETENTION_DAYS`; past that this answers 404.
-#[utoipa::path(
-    get,
-    path = "/api/activities/{id}/decision-input",
-    operation_id = "getActivityDecisionInput",
-    tag = "activities",
-    params(TenantHeader, ("id" = Uuid, Path, description = "The activity's id.")),
-    responses(
-        (status = 200, description = "The policy input, as the policies saw it.", body = Object,
-            example = json!({"tenant_id": "…", "activity": {"type": "TASK", "channel": "SALESMAN_TASK"},
-                "commerce": {"id": "…", "users": []}, "history": []})),
-        (status = 400, response = BadRequest),
-        (status = 404, response = NotFound),
-    ),
-    security(("bearerAuth" = []), ("apiKey" = []))
-)]
-async fn decision_input(
-    ctx: Tenant<perm::ViewActivities>,
-    State(state): State<AppState>,
-    ApiPath(raw): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
-    let row = load(&state, &ctx, &raw).await?;
-    let settings = state.rollout.settings();
-    let cutoff = settings.decision_input_cutoff(Utc::now());
-    let stored = crate::store::decision_inputs::latest(&state.pool, ctx.tenant_id, row.id, cutoff).await?;
-    let Some(bytes) = stored else {
-        return Err(ApiError::NotFound(format!(
-            "activity {} has no decision input kept: inputs are kept for {} days \
-             (RETEN_DECISION_INPUT_RETENTION_DAYS)",
-            row.id, settings.decision_input_retention_days
-        )));
-    };
-    let value = crate::policy::input::stored_json(&bytes).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
-    Ok(Json(value))
 }

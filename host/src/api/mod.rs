@@ -7,6 +7,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod commerces;
 pub mod config_views;
+pub mod decisions;
 pub mod dispatch;
 pub mod dispatch_configs;
 pub mod dispatch_providers;
@@ -22,6 +23,7 @@ pub mod policy_changes;
 pub mod policy_replays;
 pub mod policy_revisions;
 pub mod policy_shadow;
+pub mod policy_tools;
 pub mod results;
 pub mod tenants;
 pub mod views;
@@ -115,6 +117,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(policy_revisions::router())
         .merge(policy_replays::router())
         .merge(policy_shadow::router())
+        .merge(policy_tools::router())
+        .merge(decisions::router())
         .merge(dispatch_providers::router())
         .merge(dispatch_configs::router())
         .merge(dispatch::router())

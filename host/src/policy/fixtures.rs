@@ -270,6 +270,16 @@ fn commerce(f: &FixtureCommerce) -> Commerce {
 /// Runs one fixture against a snapshot: what did not go as it expects
 /// (empty when it passed).
 pub async fn run_fixture(f: &Fixture, tenant: TenantId, snapshot: &super::TenantSnapshot) -> Vec<String> {
+    run_fixture_traced(f, tenant, snapshot).await.0
+}
+
+/// [`run_fixture`], with the resolution's trace when it got that far (a
+/// fixture that expects a validation error has none).
+pub async fn run_fixture_traced(
+    f: &Fixture,
+    tenant: TenantId,
+    snapshot: &super::TenantSnapshot,
+) -> (Vec<String>, Option<crate::resolve::Trace>) {
     let commerce = Arc::new(commerce(&f.commerce));
     let mut body = Value::Object(f.activity.clone());
     body["commerce_id"] = json!(commerce.id);
@@ -281,13 +291,15 @@ pub async fn run_fixture(f: &Fixture, tenant: TenantId, snapshot: &super::Tenant
                 let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
                 failures.push(format!("expected an error on {}, got errors on {}", expected.field, fields.join(", ")));
             }
-            return failures;
+            return (failures, None);
         }
         (Err(errors), None) => {
             let listed: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
-            return vec![format!("the activity does not validate: {}", listed.join("; "))];
+            return (vec![format!("the activity does not validate: {}", listed.join("; "))], None);
         }
-        (Ok(_), Some(expected)) => return vec![format!("expected an error on {}, but it validated", expected.field)],
+        (Ok(_), Some(expected)) => {
+            return (vec![format!("expected an error on {}, but it validated", expected.field)], None);
+        }
         (Ok(a), None) => a,
     };
     let mut history = Vec::new();
@@ -305,7 +317,7 @@ pub async fn run_fixture(f: &Fixture, tenant: TenantId, snapshot: &super::Tenant
     let input = resolve::prepare_input(tenant, &activity, Arc::clone(&commerce), with_overall_history(history));
     let resolution = resolve::resolve_activity(snapshot, &input, &activity).await;
     check(&f.expect, &resolution, &commerce, &mut failures);
-    failures
+    (failures, Some(resolution.trace))
 }
 
 fn same(failures: &mut Vec<String>, what: &str, expected: &str, got: &str) {

@@ -38,6 +38,7 @@ pub mod recorder;
 pub mod replay;
 pub mod retention;
 pub mod shadow;
+pub mod trial;
 
 use std::sync::Arc;
 

@@ -255,6 +255,23 @@ fn attempts(w: &World, method: &str, template: &str) -> Option<Vec<Attempt>> {
         ],
         ("GET", "/api/policies/revisions") => vec![attempt(get, "/api/policies/revisions", None, Own)],
         ("GET", "/api/activities/{id}/decision-input") => per_activity("/decision-input", &get, None),
+        ("POST", "/api/activities/{id}/preview") => per_activity("/preview", &post, Some(json!({}))),
+        // B's file may not name A's criterion; B's fixtures are B's own.
+        ("POST", "/api/policies/check") => vec![attempt(
+            post.clone(),
+            "/api/policies/check",
+            Some(json!({"path": "tenant.toml", "content": b_config_using_a})),
+            Own,
+        )],
+        ("POST", "/api/policies/tests") => vec![
+            attempt(post.clone(), "/api/policies/tests", Some(json!({})), Own),
+            attempt(
+                post.clone(),
+                "/api/policies/tests",
+                Some(json!({"files": [{"path": "tenant.toml", "content": b_config_using_a}]})),
+                Refused,
+            ),
+        ],
         ("POST", "/api/policies/replays") => vec![
             // B's candidate may not name A's criterion.
             attempt(

@@ -9,6 +9,7 @@ mod activities;
 mod api_keys;
 mod auth;
 mod auth_hardening;
+mod authoring;
 mod cli;
 mod commerce_sync;
 mod commerces;
