@@ -80,8 +80,6 @@
     if (!res.ok) throw new HttpError(res.status, data);
     return data;
   }
-  // A route that may not be on this server yet (404 or 405 from the router).
-  const missing = (e) => e instanceof HttpError && (e.status === 405 || (e.status === 404 && e.body && e.body.detail === "no route matches this path"));
 
   function confirmDialog(text) {
     const dialog = $("confirm");
@@ -339,25 +337,13 @@
     checkTimer = setTimeout(() => check().catch((e) => notice(e.message)), delay);
   }
 
-  // The checker alone (POST /api/policies/check); on a server without it,
-  // a dry-run changeset of this file gives the same errors.
+  // The checker alone: the tenant's set with this file, checked whole.
   async function check() {
     const seq = ++checkSeq;
     const path = state.current;
     const text = $("editor-text").value;
-    let errors = [];
-    try {
-      const res = await api("POST", "/api/policies/check", { path, content: text });
-      errors = (res.errors || []).map((e) => ({ line: e.line, column: e.column, message: e.message, path: e.path }));
-    } catch (e) {
-      if (!missing(e)) throw e;
-      try {
-        await api("POST", "/api/policies/changes", { files: [{ path, content: text }], dry_run: true });
-      } catch (e2) {
-        if (!(e2 instanceof HttpError) || e2.status !== 422) throw e2;
-        errors = ((e2.body && e2.body.errors) || []).map((x) => ({ line: x.line, column: x.column, message: x.message, path: x.field }));
-      }
-    }
+    const res = await api("POST", "/api/policies/check", { path, content: text });
+    const errors = (res.errors || []).map((e) => ({ line: e.line, column: e.column, message: e.message, path: e.path }));
     if (seq !== checkSeq || path !== state.current) return;
     // Errors of this file first; another file's (a dangling reference) too.
     state.errors = errors;
@@ -485,13 +471,7 @@
     const id = $("try-activity").value.trim();
     if (!id) { notice("Enter an activity id, or pick a recent one."); return; }
     const body = $("try-candidate").checked ? candidate() : undefined;
-    let res;
-    try {
-      res = await api("POST", `/api/activities/${id}/preview`, body);
-    } catch (e) {
-      if (missing(e)) { notice("This server has no POST /api/activities/{id}/preview yet."); return; }
-      throw e;
-    }
+    const res = await api("POST", `/api/activities/${id}/preview`, body);
     try {
       const a = await api("GET", `/api/activities/${id}`);
       const cid = a.commerceId || (a.commerce && a.commerce.id);
@@ -590,13 +570,7 @@
   async function runTests() {
     const body = $("tests-candidate").checked && state.drafts.size ? candidate() : undefined;
     const out = clear($("tests-result"));
-    let res;
-    try {
-      res = await api("POST", "/api/policies/tests", body);
-    } catch (e) {
-      if (missing(e)) { out.append(el("p", { class: "warn" }, "This server has no POST /api/policies/tests yet.")); return; }
-      throw e;
-    }
+    const res = await api("POST", "/api/policies/tests", body);
     out.append(el("p", { class: res.failed ? "bad" : "ok", id: "tests-summary" }, `${res.passed} passed, ${res.failed} failed`));
     const table = el("table", { class: "grid" }, el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Fixture"), el("th", { scope: "col" }, "Result"), el("th", { scope: "col" }, "Message"))));
     const body2 = el("tbody");

@@ -279,6 +279,29 @@ def run(b):
     assert "Maria Gonzalez" in first and "Juan Perez" in first, f"before/after names: {first}"
     link = rows[0].find_element(By.CSS_SELECTOR, "a")
     assert link.get_attribute("href").endswith("#activity=" + job["samples"][0]["activityId"])
+    # A sample's link opens Try it on that activity's stored decision.
+    sample = job["samples"][0]["activityId"]
+    b.click(f'#replay-result tr[data-activity="{sample}"] a')
+    b.until("Try it on the sample", lambda d: d.find_element(By.ID, "panel-try").is_displayed())
+    b.until_text("#try-result h3", "stored decision input of activity " + sample)
+    b.until_text("#try-chosen", "Chosen: Maria Gonzalez")
+    b.click("#try-candidate")
+    b.click("#try-activity-run")
+    b.until_text("#try-result h3", "with the editor's changes")
+    b.until_text("#try-chosen", "Chosen: Juan Perez")
+
+    step("5b", "the fixtures with the change: the page shows the API's pass/fail")
+    b.tab("tests")
+    b.click("#tests-run")
+    summary = b.until_text("#tests-summary", "passed").text
+    draft = d.execute_script("return document.getElementById('editor-text').value")
+    status, report = api("POST", "/api/policies/tests", {"files": [{"path": CRITERION, "content": draft}]})
+    assert status == 200, report
+    assert summary == f"{report['passed']} passed, {report['failed']} failed", (summary, report)
+    assert report["failed"] >= 1, "others first breaks the WhatsApp fixture"
+    failing = next(r["name"] for r in report["results"] if not r["ok"])
+    assert "FAIL" in b.text("#tests-result tbody") and failing in b.text("#tests-result tbody")
+
     b.tab("editor")
     b.click("#editor-revert")
     b.until_text("#editor-drafts", "No changes.")
@@ -328,6 +351,8 @@ def run(b):
     foreign = [r["url"] for r in b.network if not (r["url"].startswith(origin + "/") or r["url"].startswith("data:"))]
     assert not foreign, f"requests to another origin: {foreign}"
     assert len(b.network) > 20, f"the network log was recorded ({len(b.network)} requests)"
+    checks = [r for r in b.network if r["url"] == BASE + "/api/policies/check" and r["method"] == "POST"]
+    assert len(checks) >= 3, f"the editor checks as you type through POST /api/policies/check ({len(checks)} calls)"
     for page in ("/console", "/docs"):
         res = b.responses.get(BASE + page)
         assert res, f"no response recorded for {page}"
