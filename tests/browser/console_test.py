@@ -113,7 +113,16 @@ class Browser:
         return self.d.find_element(By.CSS_SELECTOR, css)
 
     def text(self, css):
-        return self.find(css).text
+        """The element's rendered text, read in one script turn (so a panel
+        that redraws itself on a timer is never caught half-way)."""
+        return self.d.execute_script("const e = document.querySelector(arguments[0]); return e ? e.innerText.trim() : null", css)
+
+    def counts(self, css):
+        """{data-count: number} of the counts under css, read in one turn."""
+        return self.d.execute_script("""
+            const out = {};
+            for (const e of document.querySelectorAll(arguments[0] + ' [data-count]')) out[e.dataset.count] = Number(e.innerText);
+            return out;""", css)
 
     def until_text(self, css, needle, timeout=WAIT):
         def has(d):
@@ -166,8 +175,8 @@ def run(b):
     step(1, "sign in")
     d.get(BASE + "/")
     b.until("GET / to land on /console", lambda d: urlsplit(d.current_url).path == "/console")
-    b.find("#signin-token").send_keys(TOKEN)
-    b.click("#signin-submit")
+    # By keyboard: the token, then Enter submits the form.
+    b.find("#signin-token").send_keys(TOKEN, Keys.ENTER)
     b.until_text("#session-who", TENANT)
     b.until("the tenant's criterion listed", lambda d: d.find_elements(By.CSS_SELECTOR, f'#policies-tenant tr[data-path="{CRITERION}"]'))
     row = b.text(f'#policies-tenant tr[data-path="{CRITERION}"]')
@@ -181,6 +190,12 @@ def run(b):
           !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !(e.textContent || '').trim()
         ).map(e => e.id || e.outerHTML.slice(0, 60));""")
     assert not unlabelled, f"controls without a label: {unlabelled}"
+    # The tabs by keyboard: arrows move between them, focus follows.
+    b.find("#tab-policies").send_keys(Keys.ARROW_RIGHT)
+    b.until("Editor selected by the arrow key", lambda d: d.find_element(By.ID, "tab-editor").get_attribute("aria-selected") == "true"
+            and d.switch_to.active_element.get_attribute("id") == "tab-editor")
+    b.find("#tab-editor").send_keys(Keys.ARROW_LEFT)
+    b.until("Policies again", lambda d: d.find_element(By.ID, "panel-policies").is_displayed())
 
     # ------------------------------------------------------------ 2. a syntax error
     step(2, "open the criterion, introduce a syntax error: shown at its line, Apply refused")
@@ -266,9 +281,9 @@ def run(b):
     job_id = b.text("#replay-id")
     status, job = api("GET", f"/api/policies/replays/{job_id}")
     assert status == 200 and job["status"] == "DONE", job
-    shown = {el.get_attribute("data-count"): int(el.text) for el in d.find_elements(By.CSS_SELECTOR, "#replay-counts [data-count]")}
+    shown = b.counts("#replay-counts")
     assert shown == {k: job[k] for k in ("total", "evaluated", "changed", "unchanged", "errors")}, f"page {shown} vs API {job}"
-    changes = {el.get_attribute("data-count"): int(el.text) for el in d.find_elements(By.CSS_SELECTOR, "#replay-changes [data-count]")}
+    changes = b.counts("#replay-changes")
     assert changes["target"] == job["changes"]["target"] and changes["status"] == job["changes"]["status"], (changes, job["changes"])
     assert job["total"] >= 4 and job["changed"] >= 4, f"the four WhatsApp creates change target: {job}"
     progress = d.execute_script("const p = document.getElementById('replay-progress'); return [p.value, p.max]")
@@ -301,6 +316,29 @@ def run(b):
     assert report["failed"] >= 1, "others first breaks the WhatsApp fixture"
     failing = next(r["name"] for r in report["results"] if not r["ok"])
     assert "FAIL" in b.text("#tests-result tbody") and failing in b.text("#tests-result tbody")
+
+    step("5c", "install the change as a shadow set, watch its counts refresh with a live create, end it")
+    b.tab("shadow")
+    b.until_text("#shadow-none", "No shadow set")
+    b.find("#shadow-message").send_keys("others first, in shadow")
+    b.click("#shadow-install")
+    b.until_text("#shadow-result", "others first, in shadow")
+    assert b.counts("#shadow-counts")["evaluated"] == 0
+    status, body = api("POST", "/api/activities", {
+        "type": "MESSAGE", "channel": "WHATSAPP", "reason": "Browser test, shadowed", "commerce_id": commerce["id"],
+        "idempotency_key": f"browser-test-shadow-{time.time_ns()}", "scheduled_at": "2025-01-16T09:00:00.000Z",
+    })
+    assert status == 201, body
+    b.until("the shadow counts refreshed", lambda d: b.counts("#shadow-counts").get("disagreed") == 1)
+    shown = b.counts("#shadow-counts")
+    status, shadow = api("GET", "/api/policies/shadow")
+    assert shown == {k: shadow[k] for k in ("evaluated", "agreed", "disagreed", "errors", "dropped")}, (shown, shadow)
+    assert "Juan Perez" in b.text("#shadow-result tr[data-activity]"), "the disagreement names the shadow's user"
+    b.click("#shadow-end")
+    b.until("the confirmation", lambda d: d.find_element(By.ID, "confirm").is_displayed())
+    b.click("#confirm-ok")
+    b.until_text("#shadow-none", "No shadow set")
+    assert api("GET", "/api/policies/shadow")[0] == 404
 
     b.tab("editor")
     b.click("#editor-revert")
