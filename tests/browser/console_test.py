@@ -211,6 +211,11 @@ def run(b):
     item = b.until("an error at the broken line", lambda d: d.find_elements(By.CSS_SELECTOR, f'#editor-errors li[data-line="{bad_line}"]'))[0]
     assert f"line {bad_line}, column" in item.text, item.text
     assert b.find(f'#editor-gutter span[data-line="{bad_line}"]').get_attribute("class") == "err", "the gutter marks the line"
+    metrics = d.execute_script("""
+        const g = getComputedStyle(document.getElementById('editor-gutter'));
+        const t = getComputedStyle(document.getElementById('editor-text'));
+        return [[g.lineHeight, g.fontSize, g.paddingTop], [t.lineHeight, t.fontSize, t.paddingTop]];""")
+    assert metrics[0] == metrics[1], f"the line numbers line up with the text: {metrics}"
     assert not b.find("#editor-apply").is_enabled(), "Apply is refused while the file has errors"
     assert "refused" in b.text("#editor-apply-why"), b.text("#editor-apply-why")
     b.click("#editor-dryrun")
