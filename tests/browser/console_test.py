@@ -378,6 +378,17 @@ def run(b):
     console_violations = b.csp_violations()
     assert not console_violations, f"CSP violations on /console: {console_violations}"
 
+    # ------------------------------------------------------------ an API key
+    step("7b", "sign out, then sign in with an API key (sent as x-api-key, tenant from the key)")
+    status, key = api("POST", "/api/api-keys", {"name": "browser test", "permissions": ["MANAGE_ACTIVITY_CONFIG", "VIEW_ACTIVITIES"]})
+    assert status == 201, key
+    b.click("#signout")
+    b.until("signed out", lambda d: d.find_element(By.ID, "signin").is_displayed() and not d.find_element(By.ID, "app").is_displayed())
+    assert d.execute_script("return sessionStorage.length") == 0, "sign-out forgets the credential"
+    b.find("#signin-token").send_keys(key["plaintextKey"], Keys.ENTER)
+    b.until_text("#session-who", "Signed in as API key")
+    b.until("the criterion listed with the key", lambda d: d.find_elements(By.CSS_SELECTOR, f'#policies-tenant tr[data-path="{CRITERION}"]'))
+
     # ------------------------------------------------------------ /docs
     step(8, "/docs renders the operations list")
     d.get(BASE + "/docs")
