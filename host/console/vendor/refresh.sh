@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Refreshes the vendored Swagger UI (the interactive API reference at
 # GET /docs) from its npm registry package, swagger-ui-dist. Only the files
-# the page serves are kept, with the package's license and a VERSION file.
+# the page serves are kept, with the package's LICENSE and NOTICE, the
+# licenses of what its bundle includes (swagger-ui-bundle.js.LICENSE.txt) and
+# a VERSION file.
 #
 #   host/console/vendor/refresh.sh           # the version pinned in VERSION
 #   host/console/vendor/refresh.sh 5.36.0    # another version
@@ -16,7 +18,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 (cd "$work" && npm pack --silent "swagger-ui-dist@$version" >/dev/null)
 tar -xzf "$work"/swagger-ui-dist-*.tgz -C "$work"
-for f in swagger-ui-bundle.js swagger-ui.css LICENSE; do
+for f in swagger-ui-bundle.js swagger-ui.css LICENSE NOTICE swagger-ui-bundle.js.LICENSE.txt; do
     cp "$work/package/$f" "$dest/$f"
 done
 # The bundle's trailing source-map comment names a file we do not serve.
