@@ -77,6 +77,11 @@
     const text = await res.text();
     let data = null;
     if (text) { try { data = JSON.parse(text); } catch (_) { data = text; } }
+    if (res.status === 401 && !$("app").hidden) {
+      // An expired or revoked credential: back to the sign-in form.
+      signOut();
+      notice("Signed out: " + problemText(data, res.status));
+    }
     if (!res.ok) throw new HttpError(res.status, data);
     return data;
   }
