@@ -404,6 +404,7 @@ def run(b):
     b.drain_logs()
     foreign = [r["url"] for r in b.network if not (r["url"].startswith(origin + "/") or r["url"].startswith("data:"))]
     assert not foreign, f"requests to another origin: {foreign}"
+    assert not [r["url"] for r in b.network if TOKEN in r["url"] or key["plaintextKey"] in r["url"]], "a credential in a URL"
     assert len(b.network) > 20, f"the network log was recorded ({len(b.network)} requests)"
     checks = [r for r in b.network if r["url"] == BASE + "/api/policies/check" and r["method"] == "POST"]
     assert len(checks) >= 3, f"the editor checks as you type through POST /api/policies/check ({len(checks)} calls)"

@@ -40,6 +40,16 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../console/console.js"),
     },
     Asset {
+        name: "lib.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../console/lib.js"),
+    },
+    Asset {
+        name: "trace.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../console/trace.js"),
+    },
+    Asset {
         name: "console.css",
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../../console/console.css"),
@@ -168,6 +178,29 @@ mod tests {
         for src in html_refs(CONSOLE_HTML).chain(html_refs(DOCS_HTML)) {
             let name = src.strip_prefix("/console/assets/").unwrap_or_else(|| panic!("{src} is not an embedded asset"));
             assert!(ASSETS.iter().any(|a| a.name == name), "{src} is not embedded");
+        }
+    }
+
+    #[test]
+    fn the_sign_in_form_has_nothing_a_failed_script_could_put_in_a_url() {
+        // Without its script the form would submit natively: its inputs
+        // have no name (so nothing is serialized), it posts, and CSP's
+        // form-action 'none' blocks the submission anyway.
+        let form =
+            CONSOLE_HTML.split("<form id=\"signin\"").nth(1).and_then(|f| f.split("</form>").next()).expect("the form");
+        assert!(form.contains("method=\"post\""), "{form}");
+        assert!(!form.contains(" name="), "{form}");
+        assert!(CSP.contains("form-action 'none'"));
+    }
+
+    #[test]
+    fn every_module_the_console_imports_is_embedded() {
+        for asset in ASSETS.iter().filter(|a| a.name.ends_with(".js") && !a.name.starts_with("swagger")) {
+            let text = std::str::from_utf8(asset.body).expect("utf-8");
+            for import in text.split("from \"./").skip(1) {
+                let name = import.split('"').next().expect("a quoted path");
+                assert!(ASSETS.iter().any(|a| a.name == name), "{} imports {name}, which is not embedded", asset.name);
+            }
         }
     }
 
