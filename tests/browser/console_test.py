@@ -218,6 +218,11 @@ def run(b):
     assert metrics[0] == metrics[1], f"the line numbers line up with the text: {metrics}"
     assert not b.find("#editor-apply").is_enabled(), "Apply is refused while the file has errors"
     assert "refused" in b.text("#editor-apply-why"), b.text("#editor-apply-why")
+    # The editor is no keyboard trap: Esc then Tab leaves it, unchanged.
+    before = editor.get_attribute("value")
+    editor.send_keys(Keys.ESCAPE, Keys.TAB)
+    b.until("focus left the editor", lambda d: d.switch_to.active_element.get_attribute("id") != "editor-text")
+    assert editor.get_attribute("value") == before
     b.click("#editor-dryrun")
     b.until_text("#editor-result", "Dry run refused")
     assert not b.find("#editor-apply").is_enabled(), "Apply stays refused after a failed dry run"
