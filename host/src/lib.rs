@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod dispatch;
 pub mod domain;

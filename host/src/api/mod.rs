@@ -143,6 +143,7 @@ pub fn router(state: AppState) -> Router {
     let guard = axum::middleware::from_fn_with_state(state.clone(), limits::guard);
     limits::with_overload_limits(limited, &state.limits)
         .merge(exempt)
+        .merge(crate::console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(openapi::Served::new(&document)))
