@@ -139,7 +139,8 @@ pub struct ServeArgs {
     /// (a warm start skips compiling them). Only this service may write it.
     #[arg(long, env = "RETEN_WASM_CACHE_DIR")]
     pub wasm_cache_dir: Option<PathBuf>,
-    /// Policy file events closer together than this are handled as one, in ms.
+    /// The longest a reload waits for a policy file still being written to be
+    /// closed, in ms (a file event otherwise reloads at once).
     #[arg(long, env = "RETEN_POLICY_DEBOUNCE_MS", default_value_t = 100)]
     pub policy_debounce_ms: u64,
     /// How often the whole policies directory is re-read regardless of events, in seconds.

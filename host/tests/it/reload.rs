@@ -339,3 +339,34 @@ async fn a_layer_another_process_is_still_writing_is_not_read_until_its_marker_g
     assert_eq!(app.state.registry.reload_all(), generation + 1);
     assert_eq!(app.criterion_version(tenant, "REP"), Some(sha(PICK_REP.as_bytes())));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_written_file_serves_without_waiting_out_the_debounce(pool: PgPool) {
+    // A debounce far longer than the wait: only a reload that starts on the
+    // first event (and on the file's close) can serve within it.
+    let policies = tempfile::tempdir().unwrap();
+    copy_dir(&repo_policies(), policies.path());
+    let (app, _w) = TestApp::watching_with(pool, policies, std::time::Duration::from_secs(600)).await;
+    let (tenant, commerce) = app.seeded("reload-prompt").await;
+    write(&app.tenant_path(tenant, "criteria/pick.rhai"), PICK_REP.as_bytes());
+    app.wait_for("the new file", |_| app.criterion_version(tenant, "PICK") == Some(sha(PICK_REP.as_bytes()))).await;
+    assert_eq!(decide(&app, tenant, commerce, "p-1").await.0, "u-juan");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_burst_of_rewrites_ends_on_the_last_version(pool: PgPool) {
+    let policies = tempfile::tempdir().unwrap();
+    copy_dir(&repo_policies(), policies.path());
+    let (app, _w) = TestApp::watching_with(pool, policies, std::time::Duration::from_secs(600)).await;
+    let (tenant, commerce) = app.seeded("reload-burst").await;
+    let path = app.tenant_path(tenant, "criteria/pick.rhai");
+    write(&path, PICK_OWNER.as_bytes());
+    // Back to back: most land while an earlier one is being reloaded, and
+    // the trailing reload must pick up the last.
+    for i in 0..40 {
+        std::fs::write(&path, format!("{PICK_OWNER}\n// {i}\n")).unwrap();
+    }
+    std::fs::write(&path, PICK_REP).unwrap();
+    app.wait_for("the last version", |_| app.criterion_version(tenant, "PICK") == Some(sha(PICK_REP.as_bytes()))).await;
+    assert_eq!(decide(&app, tenant, commerce, "bu-1").await, ("u-juan".into(), sha(PICK_REP.as_bytes())));
+}
