@@ -72,6 +72,9 @@ pub struct RegistryOptions {
     pub limits: Limits,
     /// Where compiled Wasm components are kept across restarts, if anywhere.
     pub wasm_cache_dir: Option<PathBuf>,
+    /// Serve new Wasm components on Winch's code while Cranelift compiles
+    /// them in the background (see [`super::wasm_engine`]).
+    pub wasm_baseline_tier: bool,
     /// What every policy call shares: the per-tenant gates and breakers, and
     /// the metrics (the app's own, also in its state).
     pub calls: Arc<super::CallContext>,
@@ -120,7 +123,10 @@ impl Registry {
     pub fn load(root: &Path, options: RegistryOptions) -> anyhow::Result<Self> {
         let root = fs::canonicalize(root)
             .with_context(|| format!("the policies directory {} does not exist", root.display()))?;
-        let engines = Engines::with_wasm_cache(options.wasm_cache_dir.clone())?;
+        let engines = Engines::with_wasm(super::wasm_engine::WasmOptions {
+            cache_dir: options.wasm_cache_dir.clone(),
+            baseline_tier: options.wasm_baseline_tier,
+        })?;
         let cache = CompileCache::default();
         let empty = Arc::new(Layer::empty(Scope::Global));
         let state = build_state(0, Arc::clone(&empty), BTreeMap::new(), Vec::new(), &options.limits);
@@ -182,6 +188,11 @@ impl Registry {
     /// A receiver of every layer set that starts serving.
     pub fn subscribe_sets(&self) -> broadcast::Receiver<SetServing> {
         self.sets_tx.subscribe()
+    }
+
+    /// The Wasm engine: its compile cache and its tier promotions.
+    pub fn wasm_engine(&self) -> &Arc<super::wasm_engine::WasmEngine> {
+        &self.engines.wasm
     }
 
     /// How many compilations ran since start-up.
