@@ -112,6 +112,9 @@ pub struct WasmEngine {
     background: Option<rayon::ThreadPool>,
     /// Counts the components whose optimised code replaced their baseline.
     promoted_tx: watch::Sender<u64>,
+    /// While true, the background compiler waits: a start-up's Winch
+    /// compilations get every core first.
+    held: (std::sync::Mutex<bool>, std::sync::Condvar),
 }
 
 impl WasmEngine {
@@ -150,6 +153,7 @@ impl WasmEngine {
             cache_hits: Default::default(),
             background,
             promoted_tx: watch::channel(0).0,
+            held: Default::default(),
         }))
     }
 
@@ -188,6 +192,22 @@ impl WasmEngine {
     /// How many components were loaded from the on-disk cache.
     pub fn cache_hits(&self) -> u64 {
         self.cache_hits.load(Ordering::Relaxed)
+    }
+
+    /// Holds the background compiler (`true`) or lets it run (`false`): the
+    /// registry holds it while it loads the whole directory at start-up.
+    pub fn hold_background(&self, hold: bool) {
+        let (lock, released) = &self.held;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = hold;
+        released.notify_all();
+    }
+
+    fn wait_while_held(&self) {
+        let (lock, released) = &self.held;
+        let mut held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while *held {
+            held = released.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     /// A receiver of the count of components whose optimised code replaced
@@ -253,7 +273,9 @@ impl WasmEngine {
         let Some(pool) = &self.background else { return };
         let (engine, code) = (Arc::downgrade(self), Arc::downgrade(&policy.code));
         pool.spawn_fifo(move || {
-            let (Some(engine), Some(code)) = (engine.upgrade(), code.upgrade()) else { return };
+            let Some(engine) = engine.upgrade() else { return };
+            engine.wait_while_held();
+            let Some(code) = code.upgrade() else { return };
             match engine.compile_tier(WasmTier::Optimized, &bytes, &sha, kind) {
                 Ok(optimized) => {
                     code.store(optimized.code.load_full());
