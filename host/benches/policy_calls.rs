@@ -103,7 +103,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("rhai_criterion_role_match", |b| {
         b.to_async(&rt).iter(|| async {
             let call = rhai.resolve_criterion(&input, &config, &snapshot.limits).await;
-            assert!(call.result.is_ok());
+            assert!(call.result.is_ok(), "{:?}", call.result);
         })
     });
 
@@ -111,7 +111,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("wasm_criterion_role_match_fresh_instance", |b| {
         b.to_async(&rt).iter(|| async {
             let call = wasm.resolve_criterion(&input, &config, &snapshot.limits).await;
-            assert!(call.result.is_ok());
+            assert!(call.result.is_ok(), "{:?}", call.result);
         })
     });
 
@@ -159,7 +159,7 @@ fn noisy_neighbour(c: &mut Criterion) {
                 let started = std::time::Instant::now();
                 for _ in 0..iters {
                     let call = fast.resolve_criterion(&input, &config, &snapshot.limits).await;
-                    assert!(call.result.is_ok());
+                    assert!(call.result.is_ok(), "{:?}", call.result);
                 }
                 let elapsed = started.elapsed();
                 neighbour.abort();

@@ -179,9 +179,17 @@ pub struct ServeArgs {
     pub policies_dir: PathBuf,
     /// A private folder where compiled Wasm policies are kept across restarts
     /// (a warm start skips compiling them). Only this service may write it.
+    /// Default: `$XDG_CACHE_HOME/reten/wasm`, else `~/.cache/reten/wasm`;
+    /// `off`: no cache.
     #[arg(long, env = "RETEN_WASM_CACHE_DIR")]
     pub wasm_cache_dir: Option<PathBuf>,
-    /// Policy file events closer together than this are handled as one, in ms.
+    /// Serve a new Wasm policy on Winch's code (compiled in milliseconds)
+    /// while Cranelift compiles it in the background; `false`: every Wasm
+    /// policy is compiled by Cranelift before it serves.
+    #[arg(long, env = "RETEN_WASM_BASELINE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub wasm_baseline: bool,
+    /// The longest a reload waits for a policy file still being written to be
+    /// closed, in ms (a file event otherwise reloads at once).
     #[arg(long, env = "RETEN_POLICY_DEBOUNCE_MS", default_value_t = 100)]
     pub policy_debounce_ms: u64,
     /// How often the whole policies directory is re-read regardless of events, in seconds.

@@ -53,8 +53,12 @@ impl App {
         let pool = store::connect(&args.database.database_url, &args.database.pool()).await?;
         store::migrate(&pool).await?;
         let policies_dir = args.policies_dir.clone();
-        let options =
-            RegistryOptions { wasm_cache_dir: args.wasm_cache_dir.clone(), calls, ..RegistryOptions::default() };
+        let options = RegistryOptions {
+            wasm_cache_dir: wasm_cache_dir(args.wasm_cache_dir.as_deref()),
+            wasm_baseline_tier: args.wasm_baseline,
+            calls,
+            ..RegistryOptions::default()
+        };
         let registry = tokio::task::spawn_blocking(move || Registry::load(&policies_dir, options))
             .await
             .context("the policy loader panicked")??;
@@ -154,6 +158,26 @@ impl App {
     }
 }
 
+/// The compile cache folder: the one configured, none for `off`, else the
+/// default place when it can be created (a read-only home only costs the
+/// cache).
+fn wasm_cache_dir(configured: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+    match configured {
+        Some(dir) if dir.as_os_str() == "off" => None,
+        Some(dir) => Some(dir.to_owned()),
+        None => {
+            let dir = crate::policy::wasm_cache::default_dir()?;
+            match std::fs::create_dir_all(&dir) {
+                Ok(()) => Some(dir),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "no Wasm compile cache: its default folder cannot be created");
+                    None
+                }
+            }
+        }
+    }
+}
+
 /// Closes the create path's idle connections past their idle timeout or
 /// lifetime, every few seconds, until aborted.
 async fn trim_idle_connections(fast: Arc<store::fast_pool::FastPool>) {
@@ -209,5 +233,18 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::wasm_cache_dir;
+
+    #[test]
+    fn the_compile_cache_is_the_configured_folder_or_none_for_off() {
+        assert_eq!(wasm_cache_dir(Some(Path::new("off"))), None);
+        assert_eq!(wasm_cache_dir(Some(Path::new("/srv/cache"))), Some(Path::new("/srv/cache").to_owned()));
     }
 }

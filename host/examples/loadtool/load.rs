@@ -304,14 +304,14 @@ async fn drive(
 }
 
 /// xorshift64*: enough to spread requests over tenants and commerces.
-struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self(Uuid::new_v4().as_u64_pair().0 | 1)
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;

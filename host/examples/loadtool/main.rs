@@ -13,12 +13,15 @@
 //! - `ready`: waits for `/readyz`, timing a cold start;
 //! - `cpu`: CPU use by process over a window (next to pgbench);
 //! - `reload`: times "policy file written → new version serving";
+//! - `first-creates`: the first create of random tenants after a cold start,
+//!   checked against each tenant's own policy (and the tier that ran it);
 //! - `receive`: a webhook receiver on the loopback for `dispatch.sh`.
 //!
 //! Run through the scripts (`examples/load/*.sh`), or by hand:
 //! `cargo run --release -p reten-host --example loadtool -- --help`.
 
 mod cpu;
+mod first;
 mod http;
 mod load;
 mod pgbench;
@@ -53,6 +56,7 @@ enum Command {
     Ready(ReadyArgs),
     Cpu(cpu::CpuArgs),
     Reload(reload::ReloadArgs),
+    FirstCreates(first::FirstArgs),
     Receive(receive::ReceiveArgs),
 }
 
@@ -172,6 +176,7 @@ fn main() -> anyhow::Result<()> {
             Command::Ready(args) => ready(args).await,
             Command::Cpu(args) => cpu::run(args).await,
             Command::Reload(args) => reload::run(args).await,
+            Command::FirstCreates(args) => first::run(args).await,
             Command::Receive(args) => receive::run(args).await,
         }
     })

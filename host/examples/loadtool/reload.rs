@@ -1,7 +1,8 @@
 //! `loadtool reload`: how long a changed policy file takes to serve.
 //!
-//! Rewrites one tenant's Rhai criterion N times (a different comment each
-//! time, so a different sha256) and, after each write, polls that tenant's
+//! Rewrites one tenant's policy file N times (a Rhai file with a different
+//! comment each time, a Wasm file with a different custom section, so a
+//! different sha256) and, after each write, polls that tenant's
 //! `GET /api/policies` until the policy's `version` is the new file's
 //! sha256: the time from the write to the new version serving (which is a
 //! new registry generation), on a monotonic clock.
@@ -51,7 +52,8 @@ pub async fn run(args: ReloadArgs) -> anyhow::Result<()> {
     let tenant = targets.tenants.get(args.tenant).context("no such tenant index")?;
     let path = args.policies.join("tenants").join(tenant.id.to_string()).join(&args.file);
     let name = std::path::Path::new(&args.file).file_stem().and_then(|s| s.to_str()).context("file name")?.to_owned();
-    let base = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let base = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let wasm = args.file.ends_with(".wasm");
     let mut conn = Conn::new(&addr_of(&targets.url));
     let auth = format!("Bearer {}", tenant.token);
     let tenant_id = tenant.id.to_string();
@@ -59,10 +61,16 @@ pub async fn run(args: ReloadArgs) -> anyhow::Result<()> {
     let mut samples = Vec::with_capacity(args.changes);
     let mut generations = Vec::with_capacity(args.changes);
     for i in 0..args.changes {
-        let text = format!("{base}// change {i} at {:?}\n", std::time::SystemTime::now());
-        let version = reten_host::policy::loader::sha256_hex(text.as_bytes());
+        let change = format!("change {i} at {:?}", std::time::SystemTime::now());
+        let mut bytes = base.clone();
+        if wasm {
+            crate::seed::append_custom_section(&mut bytes, "reten-reload", change.as_bytes());
+        } else {
+            bytes.extend_from_slice(format!("// {change}\n").as_bytes());
+        }
+        let version = reten_host::policy::loader::sha256_hex(&bytes);
         let written = Instant::now();
-        std::fs::write(&path, &text)?;
+        std::fs::write(&path, &bytes)?;
         let generation = loop {
             let r = conn.get("/api/policies", &[("Authorization", &auth), ("x-tenant-id", &tenant_id)]).await?;
             let v = r.json();

@@ -219,6 +219,11 @@ impl Engines {
     pub fn with_wasm_cache(cache_dir: Option<std::path::PathBuf>) -> anyhow::Result<Self> {
         Ok(Self { rhai: Arc::new(RhaiEngine::new()), wasm: WasmEngine::with_cache(cache_dir)? })
     }
+
+    /// Builds both engines, the Wasm one as `options` say.
+    pub fn with_wasm(options: super::wasm_engine::WasmOptions) -> anyhow::Result<Self> {
+        Ok(Self { rhai: Arc::new(RhaiEngine::new()), wasm: WasmEngine::with_options(options)? })
+    }
 }
 
 /// What a policy file failed with, in the admin API's shape.

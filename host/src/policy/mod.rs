@@ -22,6 +22,7 @@ pub mod reload;
 pub mod rhai_engine;
 pub mod set;
 pub mod snapshot;
+pub mod wasm_cache;
 pub mod wasm_convert;
 pub mod wasm_engine;
 pub mod watcher;
@@ -288,6 +289,8 @@ impl FailureKind {
 pub struct Call<T> {
     pub result: Result<T, PolicyFailure>,
     pub duration: Duration,
+    /// For a Wasm policy that ran: which compiler's code ran.
+    pub tier: Option<wasm_engine::WasmTier>,
 }
 
 impl Policy {
@@ -299,13 +302,18 @@ impl Policy {
         limits: &Limits,
     ) -> Call<Vec<Candidate>> {
         debug_assert_eq!(self.kind, PolicyKind::Criterion);
+        let mut tier = None;
         let run = async {
             let candidates = match &self.compiled {
                 Compiled::Rhai(p) => self
                     .run_rhai(p, input, config, limits)
                     .await
                     .and_then(|out| rhai_engine::RhaiPolicy::criterion_output(out, limits)),
-                Compiled::Wasm(p) => p.resolve_criterion(input, config, limits).await,
+                Compiled::Wasm(p) => {
+                    let (result, ran) = p.resolve_criterion(input, config, limits).await;
+                    tier = Some(ran);
+                    result
+                }
             }?;
             if candidates.len() > limits.max_candidates {
                 return Err(PolicyFailure::new(
@@ -315,7 +323,8 @@ impl Policy {
             }
             Ok(candidates)
         };
-        self.guarded(input, run).await
+        let call = self.guarded(input, run).await;
+        Call { tier, ..call }
     }
 
     /// Runs an attribute resolver: `Some(value)`, or `None` for "nothing".
@@ -326,16 +335,22 @@ impl Policy {
         limits: &Limits,
     ) -> Call<Option<Value>> {
         debug_assert_eq!(self.kind, PolicyKind::Attribute);
+        let mut tier = None;
         let run = async {
             let value = match &self.compiled {
                 Compiled::Rhai(p) => {
                     self.run_rhai(p, input, config, limits).await.and_then(rhai_engine::RhaiPolicy::attribute_output)
                 }
-                Compiled::Wasm(p) => p.resolve_attribute(input, config, limits).await,
+                Compiled::Wasm(p) => {
+                    let (result, ran) = p.resolve_attribute(input, config, limits).await;
+                    tier = Some(ran);
+                    result
+                }
             }?;
             check_output_size(value, limits)
         };
-        self.guarded(input, run).await
+        let call = self.guarded(input, run).await;
+        Call { tier, ..call }
     }
 
     /// What every call goes through, whatever the kind: the breaker (an open
@@ -353,7 +368,7 @@ impl Policy {
                 ),
             );
             self.record(tenant, Duration::ZERO, Some(&failure));
-            return Call { result: Err(failure), duration: Duration::ZERO };
+            return Call { result: Err(failure), duration: Duration::ZERO, tier: None };
         }
         let _slot = self.calls.gates.enter(tenant).await;
         let started = Instant::now();
@@ -366,7 +381,7 @@ impl Policy {
             failure.is_some_and(|f| f.kind == FailureKind::Deadline),
         );
         self.record(tenant, duration, failure);
-        Call { result, duration }
+        Call { result, duration, tier: None }
     }
 
     /// Runs a Rhai call: inline while the policy is quick (a few µs, less
@@ -434,7 +449,7 @@ pub struct PolicyRef {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::registry::RegistryOptions;
@@ -444,6 +459,25 @@ mod tests {
     use crate::policy::input::{ActivityInput, BaseInput};
 
     fn input() -> PreparedInput {
+        input_with_users(Vec::new())
+    }
+
+    /// An input whose commerce has an owner and a rep, in that order.
+    pub(crate) fn input_with_owner() -> PreparedInput {
+        use crate::domain::UserRole;
+        use crate::domain::commerce::CommerceUser;
+        let user = |name: &str, role| CommerceUser {
+            id: crate::domain::CommerceUserId::new(),
+            external_id: Some(name.into()),
+            name: Some(name.into()),
+            is_active: true,
+            roles: vec![role],
+            contacts: Vec::new(),
+        };
+        input_with_users(vec![user("u-rep", UserRole::CommerceRep), user("u-owner", UserRole::Owner)])
+    }
+
+    fn input_with_users(users: Vec<crate::domain::commerce::CommerceUser>) -> PreparedInput {
         let commerce = Commerce {
             id: CommerceId::new(),
             external_id: "c".into(),
@@ -453,7 +487,7 @@ mod tests {
             is_active: true,
             metadata: Map::new(),
             addresses: Vec::new(),
-            users: Vec::new(),
+            users,
         };
         PreparedInput::new(BaseInput {
             tenant_id: TenantId::new(),

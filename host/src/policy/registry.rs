@@ -72,6 +72,9 @@ pub struct RegistryOptions {
     pub limits: Limits,
     /// Where compiled Wasm components are kept across restarts, if anywhere.
     pub wasm_cache_dir: Option<PathBuf>,
+    /// Serve new Wasm components on Winch's code while Cranelift compiles
+    /// them in the background (see [`super::wasm_engine`]).
+    pub wasm_baseline_tier: bool,
     /// What every policy call shares: the per-tenant gates and breakers, and
     /// the metrics (the app's own, also in its state).
     pub calls: Arc<super::CallContext>,
@@ -120,10 +123,13 @@ impl Registry {
     pub fn load(root: &Path, options: RegistryOptions) -> anyhow::Result<Self> {
         let root = fs::canonicalize(root)
             .with_context(|| format!("the policies directory {} does not exist", root.display()))?;
-        let engines = Engines::with_wasm_cache(options.wasm_cache_dir.clone())?;
+        let engines = Engines::with_wasm(super::wasm_engine::WasmOptions {
+            cache_dir: options.wasm_cache_dir.clone(),
+            baseline_tier: options.wasm_baseline_tier,
+        })?;
         let cache = CompileCache::default();
         let empty = Arc::new(Layer::empty(Scope::Global));
-        let state = build_state(0, Arc::clone(&empty), BTreeMap::new(), Vec::new(), &options.limits);
+        let state = build_state(0, Arc::clone(&empty), BTreeMap::new(), Vec::new(), &options.limits, None);
         let registry = Self {
             root,
             engines,
@@ -137,8 +143,11 @@ impl Registry {
             load_errors: AtomicU64::new(0),
         };
         let guard = registry.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // Winch first on every core; Cranelift's background work after.
+        registry.engines.wasm.hold_background(true);
         let (global, tenants, folder_errors) = registry.read_all(&registry.state.load_full());
         registry.publish(&registry.state.load_full(), global, tenants, folder_errors, true);
+        registry.engines.wasm.hold_background(false);
         drop(guard);
         Ok(registry)
     }
@@ -184,6 +193,11 @@ impl Registry {
         self.sets_tx.subscribe()
     }
 
+    /// The Wasm engine: its compile cache and its tier promotions.
+    pub fn wasm_engine(&self) -> &Arc<super::wasm_engine::WasmEngine> {
+        &self.engines.wasm
+    }
+
     /// How many compilations ran since start-up.
     pub fn compile_count(&self) -> u64 {
         self.cache.compile_count()
@@ -221,7 +235,9 @@ impl Registry {
             return self.reload_all_locked();
         }
         let current = self.state.load_full();
-        let (_, folder_errors) = scan_tenant_folders(&self.root);
+        // A folder that is not a tenant id only shows in a full reload (its
+        // events reload everything): the tenants' own reloads keep the list.
+        let folder_errors = current.folder_errors.clone();
         let mut tenants = current.tenants.clone();
         for scope in scopes {
             let Scope::Tenant(id) = *scope else { continue };
@@ -249,9 +265,9 @@ impl Registry {
         // same generation. The state is still replaced, to show this read's
         // errors and keep what it learnt about the files (their stamps), so
         // the next rescan can skip reading them.
-        let changed = force || fingerprint(&global, &tenants) != fingerprint(&current.global, &current.tenants);
+        let changed = force || serves_differently(current, &global, &tenants);
         let generation = if changed { current.generation + 1 } else { current.generation };
-        let state = build_state(generation, global, tenants, folder_errors, &self.options.limits);
+        let state = build_state(generation, global, tenants, folder_errors, &self.options.limits, Some(current));
         let failed = self.report_new_errors(current, &state);
         let outcome = match (changed, failed) {
             (true, _) => "published",
@@ -288,13 +304,14 @@ impl Registry {
     }
 }
 
-fn fingerprint(global: &Layer, tenants: &BTreeMap<TenantId, Arc<Layer>>) -> String {
-    let mut out = global.fingerprint();
-    for (id, layer) in tenants {
-        out.push_str(&format!("|{id}:"));
-        out.push_str(&layer.fingerprint());
-    }
-    out
+/// Whether a new set of layers serves a version the current state does
+/// not. A layer the reload kept (the same `Arc`) is not compared again: with
+/// a thousand tenants, a reload of one compares one.
+fn serves_differently(current: &RegistryState, global: &Arc<Layer>, tenants: &BTreeMap<TenantId, Arc<Layer>>) -> bool {
+    let same = |a: &Arc<Layer>, b: &Arc<Layer>| Arc::ptr_eq(a, b) || a.fingerprint() == b.fingerprint();
+    !same(&current.global, global)
+        || current.tenants.len() != tenants.len()
+        || tenants.iter().any(|(id, layer)| current.tenants.get(id).is_none_or(|old| !same(old, layer)))
 }
 
 /// The tenant folders under `tenants/`, and the folders that are not tenant ids.
@@ -324,17 +341,31 @@ fn scan_tenant_folders(root: &Path) -> (Vec<TenantId>, Vec<LoadError>) {
     (ids, errors)
 }
 
+/// The state to publish. A tenant whose layer and global layer are the
+/// ones `previous` served keeps its snapshot (built in an earlier
+/// generation, and identical): a reload of one tenant merges one.
 fn build_state(
     generation: u64,
     global: Arc<Layer>,
     tenants: BTreeMap<TenantId, Arc<Layer>>,
     folder_errors: Vec<LoadError>,
     base_limits: &Limits,
+    previous: Option<&RegistryState>,
 ) -> RegistryState {
-    let global_snapshot = Arc::new(merge(generation, &global, None, base_limits));
+    let kept = previous.filter(|p| Arc::ptr_eq(&p.global, &global));
+    let global_snapshot = match kept {
+        Some(p) => Arc::clone(&p.global_snapshot),
+        None => Arc::new(merge(generation, &global, None, base_limits)),
+    };
     let snapshots = tenants
         .iter()
-        .map(|(id, layer)| (*id, Arc::new(merge(generation, &global, Some(layer), base_limits))))
+        .map(|(id, layer)| {
+            let same = kept.filter(|p| p.tenants.get(id).is_some_and(|old| Arc::ptr_eq(old, layer)));
+            let snapshot = same
+                .and_then(|p| p.snapshots.get(id))
+                .map_or_else(|| Arc::new(merge(generation, &global, Some(layer), base_limits)), Arc::clone);
+            (*id, snapshot)
+        })
         .collect();
     RegistryState { generation, global, tenants, folder_errors, snapshots, global_snapshot }
 }

@@ -133,7 +133,8 @@ pub(super) fn changed_sets(current: &RegistryState, new: &RegistryState) -> Vec<
         out.push(SetServing { scope: Scope::Global, manifest: new.global.manifest.clone() });
     }
     for (id, layer) in &new.tenants {
-        if layer.errors.is_empty() && current.tenants.get(id).is_none_or(|old| old.manifest != layer.manifest) {
+        let same = |old: &Arc<Layer>| Arc::ptr_eq(old, layer) || old.manifest == layer.manifest;
+        if layer.errors.is_empty() && current.tenants.get(id).is_none_or(|old| !same(old)) {
             out.push(SetServing { scope: Scope::Tenant(*id), manifest: layer.manifest.clone() });
         }
     }

@@ -7,23 +7,33 @@
 //! a memory cap that traps on growth beyond it, and a cap on the bytes it may
 //! hand back. Calls are async: a long-running policy yields to the executor
 //! at every epoch tick, so it never stalls the other requests of its thread.
+//!
+//! Tiers: wasmtime has no tiering of its own, so the host keeps two engines.
+//! With a baseline tier, a new component serves on Winch's code (compiled in
+//! milliseconds) while one background thread compiles it with Cranelift and
+//! swaps the optimised code in, per component, in one atomic store; a start
+//! with 500 new components is ready in seconds instead of a minute. The
+//! compile cache ([`super::wasm_cache`]) keeps Cranelift's code, so a restart
+//! serves optimised code at once.
 
-use std::hash::{Hash as _, Hasher as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+use serde::Serialize;
 use serde_json::{Map, Value};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, ResourceLimiter, Store, Trap,
-    UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, ResourceLimiter, Store, Strategy,
+    Trap, UpdateDeadline,
 };
 
 use super::input::PreparedInput;
+use super::wasm_cache::ArtifactCache;
 use super::{Candidate, FailureKind, Limits, PolicyFailure, PolicyKind};
 
 /// Bindings of the two worlds; the attribute world reuses the criterion
@@ -61,29 +71,226 @@ const POOL_SLOTS: u32 = 256;
 /// How often the epoch advances: the granularity of deadlines and yields.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 
-/// The shared engine, its epoch ticker and its pool.
-pub struct WasmEngine {
+/// Which compiler made the code a Wasm call ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WasmTier {
+    /// Winch, wasmtime's baseline compiler: compiles in a few milliseconds,
+    /// runs slower; serves a new component until Cranelift's code replaces it.
+    Baseline,
+    /// Cranelift, wasmtime's optimising compiler.
+    Optimized,
+}
+
+/// How the Wasm engine compiles.
+#[derive(Clone, Debug, Default)]
+pub struct WasmOptions {
+    /// Where compiled components are kept across restarts, if anywhere.
+    pub cache_dir: Option<PathBuf>,
+    /// Serve a component Winch compiled while Cranelift compiles it in the
+    /// background (else Cranelift compiles it before it serves).
+    pub baseline_tier: bool,
+}
+
+/// One compiler's engine, with its own pool of instances.
+struct Compiler {
     engine: Engine,
     linker: Linker<CallState>,
+}
+
+/// The shared engines, their epoch tickers and pools, the compile cache and
+/// the background compiler.
+pub struct WasmEngine {
+    optimized: Compiler,
+    /// Winch, when components serve on a baseline tier first.
+    baseline: Option<Compiler>,
     slots: Semaphore,
-    /// Where compiled components are kept across restarts, if anywhere.
-    cache_dir: Option<PathBuf>,
+    cache: Option<ArtifactCache>,
     cache_hits: std::sync::atomic::AtomicU64,
+    /// One thread that compiles with Cranelift what serves on Winch, one
+    /// component at a time, so it takes at most one core from the requests.
+    background: Option<rayon::ThreadPool>,
+    /// Counts the components whose optimised code replaced their baseline.
+    promoted_tx: watch::Sender<u64>,
+    /// While true, the background compiler waits: a start-up's Winch
+    /// compilations get every core first.
+    held: (std::sync::Mutex<bool>, std::sync::Condvar),
 }
 
 impl WasmEngine {
-    /// Builds the engine, without an on-disk cache.
+    /// Builds the engine, without an on-disk cache or a baseline tier.
     pub fn new() -> anyhow::Result<Arc<Self>> {
-        Self::with_cache(None)
+        Self::with_options(WasmOptions::default())
     }
 
-    /// Builds the engine and starts its epoch ticker. With `cache_dir`,
+    /// Builds the engine, without a baseline tier. With `cache_dir`,
     /// compiled components are kept there across restarts (see
-    /// [`WasmEngine::compile`]); the folder is created private (0700).
+    /// [`super::wasm_cache`]).
     pub fn with_cache(cache_dir: Option<PathBuf>) -> anyhow::Result<Arc<Self>> {
-        if let Some(dir) = &cache_dir {
-            create_private_dir(dir)?;
+        Self::with_options(WasmOptions { cache_dir, baseline_tier: false })
+    }
+
+    /// Builds the engines and starts their epoch tickers.
+    pub fn with_options(options: WasmOptions) -> anyhow::Result<Arc<Self>> {
+        let optimized = Compiler::new(Strategy::Cranelift)?;
+        let baseline = options.baseline_tier.then(|| Compiler::new(Strategy::Winch)).transpose()?;
+        let cache = options.cache_dir.as_deref().map(|dir| ArtifactCache::open(dir, &optimized.engine)).transpose()?;
+        let background = match &baseline {
+            Some(_) => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .thread_name(|_| "wasm-optimize".into())
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("failed to start the background Wasm compiler: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Arc::new(Self {
+            optimized,
+            baseline,
+            slots: Semaphore::new(POOL_SLOTS as usize),
+            cache,
+            cache_hits: Default::default(),
+            background,
+            promoted_tx: watch::channel(0).0,
+            held: Default::default(),
+        }))
+    }
+
+    /// Compiles a component, refuses any import beyond the contract, and
+    /// checks that it exports `resolve` of the world `kind` wants.
+    ///
+    /// With a baseline tier, a component the compile cache does not hold
+    /// serves on Winch's code at once, and Cranelift's code replaces it when
+    /// the background compiler gets to it.
+    pub fn compile(self: &Arc<Self>, bytes: &[u8], kind: PolicyKind) -> Result<WasmPolicy, String> {
+        if bytes.get(..8) == Some(b"\0asm\x01\0\0\0") {
+            return Err("this is a core WebAssembly module, not a component; \
+                        wrap it with `reten-componentize` (see plugins/README.md)"
+                .into());
         }
+        let sha = super::loader::sha256_hex(bytes);
+        let cached = self.cache.as_ref().and_then(|c| c.load(&self.optimized.engine, &sha));
+        if let Some(component) = cached {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return self.policy(WasmTier::Optimized, &component, kind);
+        }
+        if self.baseline.is_some() {
+            match self.compile_tier(WasmTier::Baseline, bytes, &sha, kind) {
+                Ok(policy) => {
+                    self.optimize_later(&policy, bytes.to_vec(), sha, kind);
+                    return Ok(policy);
+                }
+                // Winch lacks some proposals (tail calls, GC, exceptions):
+                // such a component compiles with Cranelift before it serves.
+                Err(e) => tracing::debug!(error = %e, "Winch could not compile a component; Cranelift will"),
+            }
+        }
+        self.compile_tier(WasmTier::Optimized, bytes, &sha, kind)
+    }
+
+    /// How many components were loaded from the on-disk cache.
+    pub fn cache_hits(&self) -> u64 {
+        self.cache_hits.load(Ordering::Relaxed)
+    }
+
+    /// Holds the background compiler (`true`) or lets it run (`false`): the
+    /// registry holds it while it loads the whole directory at start-up.
+    pub fn hold_background(&self, hold: bool) {
+        let (lock, released) = &self.held;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = hold;
+        released.notify_all();
+    }
+
+    fn wait_while_held(&self) {
+        let (lock, released) = &self.held;
+        let mut held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while *held {
+            held = released.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// A receiver of the count of components whose optimised code replaced
+    /// their baseline code.
+    pub fn subscribe_promotions(&self) -> watch::Receiver<u64> {
+        self.promoted_tx.subscribe()
+    }
+
+    fn compiler(&self, tier: WasmTier) -> &Compiler {
+        match tier {
+            WasmTier::Baseline => self.baseline.as_ref().unwrap_or(&self.optimized),
+            WasmTier::Optimized => &self.optimized,
+        }
+    }
+
+    /// Compiles the bytes with one tier (keeping Cranelift's code in the
+    /// compile cache) and checks the component.
+    fn compile_tier(
+        self: &Arc<Self>,
+        tier: WasmTier,
+        bytes: &[u8],
+        sha: &str,
+        kind: PolicyKind,
+    ) -> Result<WasmPolicy, String> {
+        let component = Component::new(&self.compiler(tier).engine, bytes)
+            .map_err(|e| format!("not a valid component: {}", root_cause(&e)))?;
+        let policy = self.policy(tier, &component, kind)?;
+        if let (WasmTier::Optimized, Some(cache)) = (tier, &self.cache) {
+            cache.store(sha, &component);
+        }
+        Ok(policy)
+    }
+
+    fn policy(self: &Arc<Self>, tier: WasmTier, component: &Component, kind: PolicyKind) -> Result<WasmPolicy, String> {
+        let code = self.code(tier, component, kind)?;
+        Ok(WasmPolicy { engine: Arc::clone(self), code: Arc::new(ArcSwap::from_pointee(code)) })
+    }
+
+    fn code(&self, tier: WasmTier, component: &Component, kind: PolicyKind) -> Result<Code, String> {
+        let compiler = self.compiler(tier);
+        check_imports(&compiler.engine, component)?;
+        let pre = compiler
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| format!("cannot be instantiated: {}", root_cause(&e)))?;
+        let world = match kind {
+            PolicyKind::Criterion => World::Criterion(
+                bindings::criterion::CriterionPre::new(pre)
+                    .map_err(|e| format!("does not implement the criterion world: {}", root_cause(&e)))?,
+            ),
+            PolicyKind::Attribute => World::Attribute(
+                bindings::attribute::AttributePre::new(pre)
+                    .map_err(|e| format!("does not implement the attribute world: {}", root_cause(&e)))?,
+            ),
+        };
+        Ok(Code { tier, world })
+    }
+
+    /// Queues the Cranelift compilation of a policy serving on Winch's code.
+    /// The job holds the policy weakly: a policy replaced or dropped before
+    /// its turn is not compiled.
+    fn optimize_later(self: &Arc<Self>, policy: &WasmPolicy, bytes: Vec<u8>, sha: String, kind: PolicyKind) {
+        let Some(pool) = &self.background else { return };
+        let (engine, code) = (Arc::downgrade(self), Arc::downgrade(&policy.code));
+        pool.spawn_fifo(move || {
+            let Some(engine) = engine.upgrade() else { return };
+            engine.wait_while_held();
+            let Some(code) = code.upgrade() else { return };
+            match engine.compile_tier(WasmTier::Optimized, &bytes, &sha, kind) {
+                Ok(optimized) => {
+                    code.store(optimized.code.load_full());
+                    engine.promoted_tx.send_modify(|n| *n += 1);
+                }
+                Err(e) => {
+                    tracing::warn!(sha, error = %e, "Cranelift could not compile a component Winch did; it stays on Winch")
+                }
+            }
+        });
+    }
+}
+
+impl Compiler {
+    fn new(strategy: Strategy) -> anyhow::Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_SLOTS)
             .total_core_instances(POOL_SLOTS * 2)
@@ -100,11 +307,14 @@ impl WasmEngine {
             .async_stack_keep_resident(128 << 10);
         let mut config = Config::new();
         config
+            .strategy(strategy)
             .wasm_component_model(true)
             .epoch_interruption(true)
-            .cranelift_opt_level(OptLevel::Speed)
             .max_wasm_stack(512 << 10)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if strategy == Strategy::Cranelift {
+            config.cranelift_opt_level(OptLevel::Speed);
+        }
         let engine = Engine::new(&config)?;
         let weak = engine.weak();
         std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
@@ -116,104 +326,8 @@ impl WasmEngine {
             }
         })?;
         let linker = Linker::new(&engine);
-        Ok(Arc::new(Self {
-            engine,
-            linker,
-            slots: Semaphore::new(POOL_SLOTS as usize),
-            cache_dir,
-            cache_hits: Default::default(),
-        }))
+        Ok(Self { engine, linker })
     }
-
-    /// Compiles a component, refuses any import beyond the contract, and
-    /// checks that it exports `resolve` of the world `kind` wants.
-    pub fn compile(self: &Arc<Self>, bytes: &[u8], kind: PolicyKind) -> Result<WasmPolicy, String> {
-        if bytes.get(..8) == Some(b"\0asm\x01\0\0\0") {
-            return Err("this is a core WebAssembly module, not a component; \
-                        wrap it with `reten-componentize` (see plugins/README.md)"
-                .into());
-        }
-        let component = self.component(bytes)?;
-        check_imports(&self.engine, &component)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| format!("cannot be instantiated: {}", root_cause(&e)))?;
-        let world = match kind {
-            PolicyKind::Criterion => World::Criterion(
-                bindings::criterion::CriterionPre::new(pre)
-                    .map_err(|e| format!("does not implement the criterion world: {}", root_cause(&e)))?,
-            ),
-            PolicyKind::Attribute => World::Attribute(
-                bindings::attribute::AttributePre::new(pre)
-                    .map_err(|e| format!("does not implement the attribute world: {}", root_cause(&e)))?,
-            ),
-        };
-        Ok(WasmPolicy { engine: Arc::clone(self), world })
-    }
-}
-
-impl WasmEngine {
-    /// How many components were loaded from the on-disk cache.
-    pub fn cache_hits(&self) -> u64 {
-        self.cache_hits.load(Ordering::Relaxed)
-    }
-
-    /// Compiles the bytes, or loads what an earlier run compiled from them.
-    ///
-    /// A cached artifact is named after the sha256 of the component's bytes
-    /// and this engine's compatibility hash (wasmtime version and settings),
-    /// so a change of either compiles afresh.
-    fn component(&self, bytes: &[u8]) -> Result<Component, String> {
-        let compile =
-            || Component::new(&self.engine, bytes).map_err(|e| format!("not a valid component: {}", root_cause(&e)));
-        let Some(dir) = &self.cache_dir else { return compile() };
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut hasher);
-        let path = dir.join(format!("{}-{:016x}.cwasm", super::loader::sha256_hex(bytes), hasher.finish()));
-        if path.is_file() {
-            // SAFETY: `deserialize_file` runs the artifact's native code
-            // unchecked, so it must come from this engine: only this process
-            // writes the cache folder, which it created 0700, under a name
-            // derived from the source bytes' sha256 and the engine's
-            // compatibility hash. An artifact that fails to load is
-            // recompiled and replaced.
-            #[allow(unsafe_code)]
-            let cached = unsafe { Component::deserialize_file(&self.engine, &path) };
-            match cached {
-                Ok(component) => {
-                    self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(component);
-                }
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding a bad cached component"),
-            }
-        }
-        let component = compile()?;
-        if let Ok(artifact) = component.serialize() {
-            let tmp = dir.join(format!(
-                ".{}.tmp-{}",
-                path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
-                uuid::Uuid::new_v4()
-            ));
-            let written = std::fs::write(&tmp, artifact).and_then(|()| std::fs::rename(&tmp, &path));
-            if let Err(e) = written {
-                let _ = std::fs::remove_file(&tmp);
-                tracing::warn!(dir = %dir.display(), error = %e, "could not cache a compiled component");
-            }
-        }
-        Ok(component)
-    }
-}
-
-/// Creates a folder only this user can read or write.
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
 }
 
 /// Accepts only type imports and the type-only contract interface.
@@ -252,10 +366,17 @@ enum World {
     Attribute(bindings::attribute::AttributePre<CallState>),
 }
 
-/// A compiled, pre-linked component.
+/// One tier's code of a component, pre-linked against that tier's engine.
+struct Code {
+    tier: WasmTier,
+    world: World,
+}
+
+/// A compiled, pre-linked component. Its code is swapped in one store when
+/// Cranelift's replaces Winch's: a call runs wholly on the code it loaded.
 pub struct WasmPolicy {
     engine: Arc<WasmEngine>,
-    world: World,
+    code: Arc<ArcSwap<Code>>,
 }
 
 /// The state of one call's store: its memory cap and what it hit.
@@ -288,11 +409,16 @@ struct Call {
 }
 
 impl WasmPolicy {
-    fn start(&self, limits: &Limits) -> Call {
+    /// The tier whose code the next call runs.
+    pub fn tier(&self) -> WasmTier {
+        self.code.load().tier
+    }
+
+    fn start(&self, tier: WasmTier, limits: &Limits) -> Call {
         let memory_cap_hit = Arc::new(AtomicBool::new(false));
         let deadline_hit = Arc::new(AtomicBool::new(false));
         let state = CallState { memory_cap: limits.memory_bytes, memory_cap_hit: Arc::clone(&memory_cap_hit) };
-        let mut store = Store::new(&self.engine.engine, state);
+        let mut store = Store::new(&self.engine.compiler(tier).engine, state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         // Bounds what the host copies out of the guest (strings and lists in
         // the result), so a huge output is refused before it is allocated.
@@ -312,39 +438,54 @@ impl WasmPolicy {
         Call { store, memory_cap_hit, deadline_hit, limits: *limits }
     }
 
-    /// Runs the component as a criterion.
+    /// Runs the component as a criterion; also says which tier ran.
     pub async fn resolve_criterion(
         &self,
         input: &PreparedInput,
         config: &Map<String, Value>,
         limits: &Limits,
-    ) -> Result<Vec<Candidate>, PolicyFailure> {
-        let World::Criterion(pre) = &self.world else {
-            return Err(PolicyFailure::new(FailureKind::Trap, "this component is not a criterion"));
+    ) -> (Result<Vec<Candidate>, PolicyFailure>, WasmTier) {
+        let code = self.code.load_full();
+        let World::Criterion(pre) = &code.world else {
+            return (Err(PolicyFailure::new(FailureKind::Trap, "this component is not a criterion")), code.tier);
         };
         let wit_input = input.wasm(config);
         let candidates = self
-            .call(limits, async |store| {
+            .call(code.tier, limits, async |store| {
                 let instance = pre.instantiate_async(&mut *store).await?;
                 instance.call_resolve(store, &wit_input).await
             })
-            .await?;
-        Ok(candidates.into_iter().map(|c| Candidate { commerce_user_id: c.commerce_user_id, note: c.note }).collect())
+            .await;
+        let candidates = candidates.map(|cs| {
+            cs.into_iter().map(|c| Candidate { commerce_user_id: c.commerce_user_id, note: c.note }).collect()
+        });
+        (candidates, code.tier)
     }
 
-    /// Runs the component as an attribute resolver.
+    /// Runs the component as an attribute resolver; also says which tier ran.
     pub async fn resolve_attribute(
         &self,
         input: &PreparedInput,
         config: &Map<String, Value>,
         limits: &Limits,
+    ) -> (Result<Option<Value>, PolicyFailure>, WasmTier) {
+        let code = self.code.load_full();
+        (self.run_attribute(&code, input, config, limits).await, code.tier)
+    }
+
+    async fn run_attribute(
+        &self,
+        code: &Code,
+        input: &PreparedInput,
+        config: &Map<String, Value>,
+        limits: &Limits,
     ) -> Result<Option<Value>, PolicyFailure> {
-        let World::Attribute(pre) = &self.world else {
+        let World::Attribute(pre) = &code.world else {
             return Err(PolicyFailure::new(FailureKind::Trap, "this component is not an attribute resolver"));
         };
         let wit_input = input.wasm(config);
         let text = self
-            .call(limits, async |store| {
+            .call(code.tier, limits, async |store| {
                 let instance = pre.instantiate_async(&mut *store).await?;
                 instance.call_resolve(store, &wit_input).await
             })
@@ -366,11 +507,12 @@ impl WasmPolicy {
     /// wrong (the policy's own error, a trap, the deadline, the memory cap).
     async fn call<T>(
         &self,
+        tier: WasmTier,
         limits: &Limits,
         run: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<Result<T, wit::PolicyError>>,
     ) -> Result<T, PolicyFailure> {
         let _slot = self.engine.slots.acquire().await.map_err(|_| shutting_down())?;
-        let mut call = self.start(limits);
+        let mut call = self.start(tier, limits);
         match run(&mut call.store).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(policy_error(e)),
@@ -428,8 +570,54 @@ mod tests {
     use super::*;
 
     fn plugin(name: &str) -> Vec<u8> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist").join(format!("{name}.wasm"));
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist").join(format!("{name}.wasm"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run plugins/build.sh", path.display()))
+    }
+
+    #[tokio::test]
+    async fn a_component_serves_on_winch_then_on_cranelift_with_the_same_answers() {
+        let engine = WasmEngine::with_options(WasmOptions { cache_dir: None, baseline_tier: true }).unwrap();
+        let mut promoted = engine.subscribe_promotions();
+        let policy = engine.compile(&plugin("test_pick_owner"), PolicyKind::Criterion).unwrap();
+        assert_eq!(policy.tier(), WasmTier::Baseline);
+        let input = crate::policy::tests::input_with_owner();
+        let limits = Limits::default();
+        let (baseline, tier) = policy.resolve_criterion(&input, &Map::new(), &limits).await;
+        assert_eq!(tier, WasmTier::Baseline);
+        tokio::time::timeout(Duration::from_secs(120), promoted.wait_for(|n| *n >= 1))
+            .await
+            .expect("Cranelift's code replaced Winch's within the bound")
+            .unwrap();
+        let (optimized, tier) = policy.resolve_criterion(&input, &Map::new(), &limits).await;
+        assert_eq!(tier, WasmTier::Optimized);
+        assert_eq!(baseline.unwrap(), optimized.unwrap());
+    }
+
+    #[test]
+    fn a_cached_component_serves_optimised_code_at_once_even_with_a_baseline_tier() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = plugin("test_pick_owner");
+        WasmEngine::with_cache(Some(dir.path().to_owned())).unwrap().compile(&bytes, PolicyKind::Criterion).unwrap();
+        let options = WasmOptions { cache_dir: Some(dir.path().to_owned()), baseline_tier: true };
+        let engine = WasmEngine::with_options(options).unwrap();
+        let policy = engine.compile(&bytes, PolicyKind::Criterion).unwrap();
+        assert_eq!((policy.tier(), engine.cache_hits()), (WasmTier::Optimized, 1));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_artifact_someone_else_could_write_is_not_loaded() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = plugin("test_pick_owner");
+        WasmEngine::with_cache(Some(dir.path().to_owned())).unwrap().compile(&bytes, PolicyKind::Criterion).unwrap();
+        let artifact = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        std::fs::set_permissions(&artifact, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let engine = WasmEngine::with_cache(Some(dir.path().to_owned())).unwrap();
+        engine.compile(&bytes, PolicyKind::Criterion).unwrap();
+        assert_eq!(engine.cache_hits(), 0, "a group- or world-writable artifact is compiled again");
+        assert_eq!(std::fs::metadata(&artifact).unwrap().permissions().mode() & 0o777, 0o600, "and replaced");
     }
 
     #[test]

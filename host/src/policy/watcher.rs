@@ -1,16 +1,23 @@
-//! Hot reload: a `notify` watcher on the whole policies directory, debounced,
-//! plus a periodic rescan that catches anything the watcher missed.
+//! Hot reload: a `notify` watcher on the whole policies directory, plus a
+//! periodic rescan that catches anything the watcher missed.
 //!
-//! Each burst of events reloads only the layers it touched (`global/`, or
-//! one tenant's folder); anything else — a Kubernetes ConfigMap swapping its
-//! `..data` symlink, a `tenants/` folder created or removed — reloads
-//! everything. Reloads compile on a blocking thread, never on the request
-//! path, and publish only when something changed.
+//! The first event of a burst starts a reload at once, with no quiet window:
+//! it only waits for the files the burst is still writing to be closed (at
+//! most `debounce`, for writers that keep a file open or a platform that
+//! reports no close). Events that arrive while a reload runs queue up and
+//! make the next burst, reloaded as soon as the first one ends (a trailing
+//! reload), so a burst of writes always ends on its last version.
+//!
+//! Each burst reloads only the layers it touched (`global/`, or one tenant's
+//! folder); anything else — a Kubernetes ConfigMap swapping its `..data`
+//! symlink, a `tenants/` folder created or removed — reloads everything.
+//! Reloads compile on a blocking thread, never on the request path, and
+//! publish only when something changed.
 //!
 //! File events can be turned off (`RETEN_POLICY_WATCH=false`, for a volume
 //! whose events are unreliable or too many); the rescan runs either way.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +33,8 @@ use crate::domain::TenantId;
 /// How the watcher behaves.
 #[derive(Clone, Copy, Debug)]
 pub struct WatchOptions {
-    /// Events closer together than this are handled as one burst.
+    /// The longest a burst waits for a file it saw being written to be
+    /// closed before it reloads anyway.
     pub debounce: Duration,
     /// How often everything is re-read regardless of events.
     pub rescan_every: Duration,
@@ -61,6 +69,47 @@ impl Drop for Watcher {
 enum Reload {
     All,
     Scopes(BTreeSet<Scope>),
+}
+
+/// The events gathered for one reload: what they ask to reload, and the
+/// files written but not yet closed.
+struct Burst {
+    wanted: Reload,
+    open: HashSet<PathBuf>,
+}
+
+impl Burst {
+    fn new() -> Self {
+        Self { wanted: Reload::Scopes(BTreeSet::new()), open: HashSet::new() }
+    }
+
+    fn absorb(&mut self, root: &Path, event: notify::Result<notify::Event>) {
+        if let Ok(event) = &event {
+            track_open_writes(&mut self.open, event);
+        }
+        absorb(&mut self.wanted, root, event);
+    }
+
+    /// Takes every event already queued, then waits, at most `bound`, until
+    /// no file of the burst is still being written.
+    async fn settle(
+        &mut self,
+        root: &Path,
+        rx: &mut mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+        bound: Duration,
+    ) {
+        while let Ok(event) = rx.try_recv() {
+            self.absorb(root, event);
+        }
+        let deadline = tokio::time::Instant::now() + bound;
+        while !self.open.is_empty() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(event)) => self.absorb(root, event),
+                // The bound passed, or the watcher is gone: reload what is there.
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
 }
 
 /// Starts watching the registry's directory.
@@ -113,13 +162,37 @@ async fn run(
                 continue;
             }
         };
-        let mut wanted = Reload::Scopes(BTreeSet::new());
-        absorb(&mut wanted, &root, first);
-        // Debounce: keep gathering until the directory has been quiet.
-        while let Ok(Some(event)) = tokio::time::timeout(options.debounce, rx.recv()).await {
-            absorb(&mut wanted, &root, event);
+        let mut burst = Burst::new();
+        burst.absorb(&root, first);
+        burst.settle(&root, &mut rx, options.debounce).await;
+        // Events that arrive during the reload wait in the channel: the next
+        // turn of the loop takes them at once, as the trailing reload.
+        reload(&registry, burst.wanted).await;
+    }
+}
+
+/// Keeps `open` to the files an event stream shows being written and not
+/// yet closed. Hidden files (editor swap and temp files, which the loader
+/// never reads) are left out: an editor keeps its swap file open.
+fn track_open_writes(open: &mut HashSet<PathBuf>, event: &notify::Event) {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+    for path in &event.paths {
+        if path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.')) {
+            continue;
         }
-        reload(&registry, wanted).await;
+        match event.kind {
+            EventKind::Create(CreateKind::File | CreateKind::Any)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
+                open.insert(path.clone());
+            }
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                open.remove(path);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -216,6 +289,47 @@ mod tests {
 
         absorb(&mut wanted, root, event(EventKind::Create(CreateKind::Any), Path::new("/p/..data")));
         assert!(matches!(wanted, Reload::All));
+    }
+
+    #[test]
+    fn a_file_is_being_written_from_its_first_write_to_its_close() {
+        use notify::EventKind;
+        use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RemoveKind};
+        let file = Path::new("/p/global/criteria/x.rhai");
+        let ev = |kind, path: &Path| notify::Event::new(kind).add_path(path.to_owned());
+        let mut open = HashSet::new();
+        track_open_writes(&mut open, &ev(EventKind::Create(CreateKind::File), file));
+        track_open_writes(&mut open, &ev(EventKind::Modify(ModifyKind::Data(DataChange::Any)), file));
+        assert!(open.contains(file));
+        track_open_writes(&mut open, &ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), file));
+        assert!(open.is_empty(), "closed after writing");
+
+        track_open_writes(&mut open, &ev(EventKind::Modify(ModifyKind::Data(DataChange::Any)), file));
+        track_open_writes(&mut open, &ev(EventKind::Remove(RemoveKind::File), file));
+        assert!(open.is_empty(), "a removed file is not waited for");
+
+        let swap = Path::new("/p/global/criteria/.x.rhai.swp");
+        track_open_writes(&mut open, &ev(EventKind::Modify(ModifyKind::Data(DataChange::Any)), swap));
+        assert!(open.is_empty(), "an editor's swap file stays open: it is not waited for");
+    }
+
+    #[tokio::test]
+    async fn a_burst_reloads_once_its_files_are_closed_without_a_quiet_window() {
+        use notify::EventKind;
+        use notify::event::{AccessKind, AccessMode, DataChange, ModifyKind};
+        let root = Path::new("/p");
+        let file = Path::new("/p/global/criteria/x.rhai");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut burst = Burst::new();
+        burst.absorb(root, event(EventKind::Modify(ModifyKind::Data(DataChange::Any)), file));
+        tx.send(event(EventKind::Access(AccessKind::Close(AccessMode::Write)), file)).unwrap();
+        // The sender stays open: settling must end on the close, not on a
+        // closed channel, and well before this bound.
+        tokio::time::timeout(Duration::from_secs(60), burst.settle(root, &mut rx, Duration::from_secs(600)))
+            .await
+            .expect("settled on the close");
+        assert!(matches!(&burst.wanted, Reload::Scopes(s) if s.contains(&Scope::Global)));
+        drop(tx);
     }
 
     #[test]

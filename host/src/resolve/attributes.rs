@@ -55,6 +55,7 @@ pub async fn resolve_attribute_at(
         caller_value: caller_value.is_some(),
         caller_fallback: caller_fallback.is_some(),
         policy: None,
+        tier: None,
         duration_us: None,
         error: None,
         outcome: AttributeStatus::Pending,
@@ -133,6 +134,7 @@ async fn run_policy(
     trace.policy = Some(reference);
     let call = policy.resolve_attribute(input, &setting.config, &snapshot.limits).await;
     trace.duration_us = Some(u64::try_from(call.duration.as_micros()).unwrap_or(u64::MAX));
+    trace.tier = call.tier;
     match call.result {
         Ok(Some(value)) => {
             decision.value = Some(value);

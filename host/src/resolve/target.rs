@@ -191,6 +191,7 @@ async fn run_criterion(
         priority: criterion.priority,
         config: criterion.config.clone(),
         policy: None,
+        tier: None,
         duration_us: 0,
         outcome: CriterionOutcome::NoPolicy,
         error: None,
@@ -203,6 +204,7 @@ async fn run_criterion(
     step.policy = Some(policy.reference());
     let call = policy.resolve_criterion(input, &criterion.config, &snapshot.limits).await;
     step.duration_us = u64::try_from(call.duration.as_micros()).unwrap_or(u64::MAX);
+    step.tier = call.tier;
     let candidates = match call.result {
         Ok(c) => c,
         Err(failure) => {

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::{AttributeStatus, AttributeStrategy, Channel, ResolutionStrategy};
 use crate::policy::snapshot::ConfigSource;
+use crate::policy::wasm_engine::WasmTier;
 use crate::policy::{PolicyFailure, PolicyRef};
 
 /// The whole trace of one resolution.
@@ -71,6 +72,10 @@ pub struct CriterionTrace {
     pub priority: i32,
     pub config: Map<String, Value>,
     pub policy: Option<PolicyRef>,
+    /// For a Wasm policy: which compiler's code ran (`BASELINE` while a new
+    /// component's optimised code is being compiled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<WasmTier>,
     pub duration_us: u64,
     pub outcome: CriterionOutcome,
     pub error: Option<PolicyFailure>,
@@ -135,6 +140,9 @@ pub struct AttributeTrace {
     pub caller_value: bool,
     pub caller_fallback: bool,
     pub policy: Option<PolicyRef>,
+    /// For a Wasm policy: which compiler's code ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<WasmTier>,
     pub duration_us: Option<u64>,
     pub error: Option<PolicyFailure>,
     pub outcome: AttributeStatus,

@@ -204,9 +204,13 @@ async fn fifty_swaps_under_continuous_traffic_fail_no_request_and_never_mix_vers
 
     let app = Arc::new(app);
     let stop = Arc::new(AtomicBool::new(false));
+    // Counts the answers, so that each swap can wait for traffic to have
+    // flowed since the previous one (a reload takes milliseconds).
+    let (answered_tx, mut answered) = tokio::sync::watch::channel(0_usize);
+    let answered_tx = Arc::new(answered_tx);
     let workers: Vec<_> = (0..4)
         .map(|w| {
-            let (app, stop) = (Arc::clone(&app), Arc::clone(&stop));
+            let (app, stop, answered_tx) = (Arc::clone(&app), Arc::clone(&stop), Arc::clone(&answered_tx));
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 let mut i = 0;
@@ -218,6 +222,7 @@ async fn fifty_swaps_under_continuous_traffic_fail_no_request_and_never_mix_vers
                         t["commerceUser"]["externalId"].as_str().unwrap_or("-").to_owned(),
                         t["policyVersion"].as_str().unwrap_or("-").to_owned(),
                     ));
+                    answered_tx.send_modify(|n| *n += 1);
                     i += 1;
                 }
                 seen
@@ -232,6 +237,11 @@ async fn fifty_swaps_under_continuous_traffic_fail_no_request_and_never_mix_vers
         write(&tmp, source.as_bytes());
         std::fs::rename(&tmp, &path).unwrap();
         app.wait_for("the swap", |_| app.criterion_version(tenant, "PICK") == Some(sha(source.as_bytes()))).await;
+        let before = *answered.borrow_and_update();
+        tokio::time::timeout(std::time::Duration::from_secs(20), answered.wait_for(|n| *n > before))
+            .await
+            .expect("traffic flowed after the swap")
+            .unwrap();
     }
     stop.store(true, Ordering::Relaxed);
 
@@ -338,4 +348,56 @@ async fn a_layer_another_process_is_still_writing_is_not_read_until_its_marker_g
     std::fs::remove_file(&marker).unwrap();
     assert_eq!(app.state.registry.reload_all(), generation + 1);
     assert_eq!(app.criterion_version(tenant, "REP"), Some(sha(PICK_REP.as_bytes())));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_written_file_serves_without_waiting_out_the_debounce(pool: PgPool) {
+    // A debounce far longer than the wait: only a reload that starts on the
+    // first event (and on the file's close) can serve within it.
+    let policies = tempfile::tempdir().unwrap();
+    copy_dir(&repo_policies(), policies.path());
+    let (app, _w) = TestApp::watching_with(pool, policies, std::time::Duration::from_secs(600)).await;
+    let (tenant, commerce) = app.seeded("reload-prompt").await;
+    write(&app.tenant_path(tenant, "criteria/pick.rhai"), PICK_REP.as_bytes());
+    app.wait_for("the new file", |_| app.criterion_version(tenant, "PICK") == Some(sha(PICK_REP.as_bytes()))).await;
+    assert_eq!(decide(&app, tenant, commerce, "p-1").await.0, "u-juan");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_burst_of_rewrites_ends_on_the_last_version(pool: PgPool) {
+    let policies = tempfile::tempdir().unwrap();
+    copy_dir(&repo_policies(), policies.path());
+    let (app, _w) = TestApp::watching_with(pool, policies, std::time::Duration::from_secs(600)).await;
+    let (tenant, commerce) = app.seeded("reload-burst").await;
+    let path = app.tenant_path(tenant, "criteria/pick.rhai");
+    write(&path, PICK_OWNER.as_bytes());
+    // Back to back: most land while an earlier one is being reloaded, and
+    // the trailing reload must pick up the last.
+    for i in 0..40 {
+        std::fs::write(&path, format!("{PICK_OWNER}\n// {i}\n")).unwrap();
+    }
+    std::fs::write(&path, PICK_REP).unwrap();
+    app.wait_for("the last version", |_| app.criterion_version(tenant, "PICK") == Some(sha(PICK_REP.as_bytes()))).await;
+    assert_eq!(decide(&app, tenant, commerce, "bu-1").await, ("u-juan".into(), sha(PICK_REP.as_bytes())));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_reload_of_one_tenant_rebuilds_that_tenants_snapshot_and_keeps_the_others(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let (a, _) = app.seeded("reload-one-a").await;
+    let (b, _) = app.seeded("reload-one-b").await;
+    app.write_tenant_bytes(a, "criteria/pick.rhai", PICK_OWNER.as_bytes());
+    app.write_tenant_bytes(b, "criteria/pick.rhai", PICK_OWNER.as_bytes());
+    let registry = &app.state.registry;
+    let (before_a, before_b) = (registry.snapshot(a), registry.snapshot(b));
+
+    write(&app.tenant_path(a, "criteria/pick.rhai"), PICK_REP.as_bytes());
+    let generation = registry.reload(&[reten_host::policy::loader::Scope::Tenant(a)].into());
+
+    assert_eq!(generation, before_a.generation + 1);
+    let (after_a, after_b) = (registry.snapshot(a), registry.snapshot(b));
+    assert_eq!(after_a.criterion("PICK").map(|p| p.version.clone()), Some(sha(PICK_REP.as_bytes())));
+    assert_eq!(after_a.generation, generation);
+    assert!(Arc::ptr_eq(&before_b, &after_b), "an unchanged tenant keeps its snapshot (built in its generation)");
+    assert_eq!(registry.state().generation, generation);
 }

@@ -357,9 +357,19 @@ impl TestApp {
 
     /// A watched app over the given policies directory.
     pub async fn watching_dir(pool: PgPool, policies: TempDir) -> (Self, reten_host::policy::watcher::Watcher) {
+        Self::watching_with(pool, policies, std::time::Duration::from_millis(20)).await
+    }
+
+    /// A watched app whose watcher waits at most `debounce` for a file being
+    /// written to be closed.
+    pub async fn watching_with(
+        pool: PgPool,
+        policies: TempDir,
+        debounce: std::time::Duration,
+    ) -> (Self, reten_host::policy::watcher::Watcher) {
         let app = Self::with_policies(pool, policies).await;
         let options = reten_host::policy::watcher::WatchOptions {
-            debounce: std::time::Duration::from_millis(20),
+            debounce,
             rescan_every: std::time::Duration::from_secs(3_600),
             events: true,
         };

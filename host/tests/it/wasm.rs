@@ -226,3 +226,37 @@ async fn the_same_wasm_bytes_in_a_hundred_tenant_folders_compile_once(pool: PgPo
     assert_eq!(with_pick, 100);
     assert_eq!(app.state.registry.compile_count() - before, 1, "one compilation for 100 identical files");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_new_component_decides_on_winch_at_once_then_on_cranelift_and_the_trace_says_which(pool: PgPool) {
+    let policies = tempfile::tempdir().unwrap();
+    crate::support::copy_dir(&crate::support::repo_policies(), policies.path());
+    let options = reten_host::policy::registry::RegistryOptions { wasm_baseline_tier: true, ..Default::default() };
+    let app = TestApp::with_registry_options(pool, policies, options, Default::default()).await;
+    let engine = app.state.registry.wasm_engine().clone();
+    let mut promoted = engine.subscribe_promotions();
+    let (tenant, commerce) = app.seeded("wasm-tiers").await;
+    app.write_tenant_bytes(tenant, "criteria/pick.wasm", &plugin("test_pick_owner"));
+    let decide = async |key: &str| {
+        let mut body = seed_body(commerce, key);
+        body["target_criteria"] = json!([{"type": "PICK"}]);
+        let res = app.create_activity(tenant, &body).await;
+        res.assert_status(StatusCode::CREATED);
+        let step = stored_trace(&app, tenant, &res.body).await["target"]["criteria"][0].clone();
+        (res.body["targetUsers"][0]["commerceUser"]["externalId"].clone(), step["tier"].clone())
+    };
+    // Readiness did not wait for Cranelift: the first call may run on either
+    // tier (the background compiler may already be done), and says which.
+    let (first_user, first_tier) = decide("t-1").await;
+    assert_eq!(first_user, "u-maria");
+    assert!(first_tier == "BASELINE" || first_tier == "OPTIMIZED", "{first_tier}");
+    if *promoted.borrow() == 0 {
+        // The swap comes before the count: nothing promoted yet, so the call ran on Winch.
+        assert_eq!(first_tier, "BASELINE");
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(120), promoted.wait_for(|n| *n >= 1))
+        .await
+        .expect("Cranelift's code replaced Winch's")
+        .unwrap();
+    assert_eq!(decide("t-2").await, (json!("u-maria"), json!("OPTIMIZED")));
+}
