@@ -1,7 +1,8 @@
 //! The one input every policy gets, prepared once per request and converted
 //! to each engine's form at most once.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -89,12 +90,55 @@ pub struct PreparedInput {
     pub base: BaseInput,
     rhai: OnceLock<Result<rhai::Map, String>>,
     wasm: OnceLock<super::wasm_engine::bindings::types::PolicyInput>,
+    memo: Option<Box<Memo>>,
+}
+
+/// The calls made on one input, by policy version, config and limits.
+///
+/// Policies are pure — no clock, no I/O, no randomness reach them — so the
+/// same call on the same input answers the same. A replay decides one input
+/// with two sets that mostly share their policies (a candidate that only
+/// reorders criteria shares all of them): with a memo, what the live set
+/// ran is not run again for the candidate.
+#[derive(Debug, Default)]
+pub struct Memo {
+    criteria: Mutex<HashMap<String, super::Call<Vec<super::Candidate>>>>,
+    attributes: Mutex<HashMap<String, super::Call<Option<Value>>>>,
+}
+
+impl Memo {
+    pub(super) fn criterion(&self, key: &str) -> Option<super::Call<Vec<super::Candidate>>> {
+        self.criteria.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    pub(super) fn keep_criterion(&self, key: String, call: &super::Call<Vec<super::Candidate>>) {
+        self.criteria.lock().unwrap_or_else(|e| e.into_inner()).insert(key, call.clone());
+    }
+
+    pub(super) fn attribute(&self, key: &str) -> Option<super::Call<Option<Value>>> {
+        self.attributes.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    pub(super) fn keep_attribute(&self, key: String, call: &super::Call<Option<Value>>) {
+        self.attributes.lock().unwrap_or_else(|e| e.into_inner()).insert(key, call.clone());
+    }
 }
 
 impl PreparedInput {
     /// Prepares the input of one request.
     pub fn new(base: BaseInput) -> Self {
-        Self { base, rhai: OnceLock::new(), wasm: OnceLock::new() }
+        Self { base, rhai: OnceLock::new(), wasm: OnceLock::new(), memo: None }
+    }
+
+    /// An input whose policy calls are memoized ([`Memo`]): for deciding it
+    /// more than once (a replay's live and candidate sets).
+    pub fn memoized(base: BaseInput) -> Self {
+        Self { memo: Some(Box::default()), ..Self::new(base) }
+    }
+
+    /// The memo, when the input keeps one.
+    pub(super) fn memo(&self) -> Option<&Memo> {
+        self.memo.as_deref()
     }
 
     /// The input in its stored form ([`encode_stored`]).

@@ -285,7 +285,7 @@ impl FailureKind {
 }
 
 /// The outcome of one policy call, with how long it took.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Call<T> {
     pub result: Result<T, PolicyFailure>,
     pub duration: Duration,
@@ -294,8 +294,50 @@ pub struct Call<T> {
 }
 
 impl Policy {
-    /// Runs a criterion: the candidates in order of preference.
+    /// Runs a criterion: the candidates in order of preference. On a
+    /// memoizing input ([`PreparedInput::memoized`]) the same call made
+    /// before answers again without running.
     pub async fn resolve_criterion(
+        &self,
+        input: &PreparedInput,
+        config: &Map<String, Value>,
+        limits: &Limits,
+    ) -> Call<Vec<Candidate>> {
+        let Some(memo) = input.memo() else { return self.run_criterion(input, config, limits).await };
+        let key = self.memo_key(config, limits);
+        if let Some(hit) = memo.criterion(&key) {
+            return hit;
+        }
+        let call = self.run_criterion(input, config, limits).await;
+        memo.keep_criterion(key, &call);
+        call
+    }
+
+    /// Runs an attribute resolver: `Some(value)`, or `None` for "nothing";
+    /// memoized like [`Policy::resolve_criterion`].
+    pub async fn resolve_attribute(
+        &self,
+        input: &PreparedInput,
+        config: &Map<String, Value>,
+        limits: &Limits,
+    ) -> Call<Option<Value>> {
+        let Some(memo) = input.memo() else { return self.run_attribute(input, config, limits).await };
+        let key = self.memo_key(config, limits);
+        if let Some(hit) = memo.attribute(&key) {
+            return hit;
+        }
+        let call = self.run_attribute(input, config, limits).await;
+        memo.keep_attribute(key, &call);
+        call
+    }
+
+    /// What makes two calls the same call: the policy's bytes, its config
+    /// and its limits (the input is the memo's own).
+    fn memo_key(&self, config: &Map<String, Value>, limits: &Limits) -> String {
+        format!("{}|{limits:?}|{}", self.version, serde_json::to_string(config).unwrap_or_default())
+    }
+
+    async fn run_criterion(
         &self,
         input: &PreparedInput,
         config: &Map<String, Value>,
@@ -327,8 +369,7 @@ impl Policy {
         Call { tier, ..call }
     }
 
-    /// Runs an attribute resolver: `Some(value)`, or `None` for "nothing".
-    pub async fn resolve_attribute(
+    async fn run_attribute(
         &self,
         input: &PreparedInput,
         config: &Map<String, Value>,
@@ -504,6 +545,40 @@ pub(crate) mod tests {
             commerce: Arc::new(commerce),
             history: Vec::new(),
         })
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_memoizing_input_answers_the_same_call_once_and_a_different_config_again() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("global/criteria")).unwrap();
+        std::fs::write(dir.path().join("global/criteria/pick.rhai"), "fn resolve(input) { [input.config.who] }")
+            .unwrap();
+        let registry = Registry::load(dir.path(), RegistryOptions::default()).unwrap();
+        let snapshot = registry.snapshot(TenantId::new());
+        let policy = snapshot.criterion("PICK").unwrap().clone();
+        let calls = |p: &Policy| {
+            p.calls
+                .metrics
+                .render(&[])
+                .lines()
+                .filter(|l| l.starts_with("reten_policy_calls_total"))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+                .sum::<u64>()
+        };
+        let base = input_with_owner().base;
+        let input = PreparedInput::memoized(BaseInput { history: Vec::new(), ..base });
+        let config = |who: &str| serde_json::json!({"who": who}).as_object().unwrap().clone();
+        let a1 = policy.resolve_criterion(&input, &config("a"), &snapshot.limits).await;
+        let a2 = policy.resolve_criterion(&input, &config("a"), &snapshot.limits).await;
+        let b = policy.resolve_criterion(&input, &config("b"), &snapshot.limits).await;
+        assert_eq!(a1.result.as_ref().unwrap()[0].commerce_user_id, "a");
+        assert_eq!(a1.result, a2.result);
+        assert_eq!(b.result.unwrap()[0].commerce_user_id, "b");
+        assert_eq!(calls(&policy), 2, "the repeated call did not run again; the other config did");
+        // Without a memo, every call runs.
+        let plain = input_with_owner();
+        policy.resolve_criterion(&plain, &config("a"), &snapshot.limits).await;
+        assert_eq!(calls(&policy), 3);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -133,7 +133,8 @@ pub async fn evaluate(sides: &Sides, row: &WindowRow, report: &mut Report) {
             return;
         }
     };
-    let input = PreparedInput::new(base);
+    // Both sets on one input: a call they share runs once.
+    let input = PreparedInput::memoized(base);
     let activity = row.request();
     let live = resolve::resolve_activity(&sides.live, &input, &activity).await;
     let candidate = resolve::resolve_activity(&sides.candidate, &input, &activity).await;
