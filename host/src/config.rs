@@ -36,22 +36,79 @@ pub enum Command {
 /// `reten policy …`.
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Compile and validate Rhai and Wasm policies and TOML configs: a file,
-    /// a global/ or tenants/<id>/ folder, or a whole policies directory.
+    /// Compile and validate Rhai and Wasm policies and TOML configs: files,
+    /// layer folders (global/, tenants/<id>/, or any folder laid out like a
+    /// tenant's), or whole policies directories.
     Check {
         /// What to check.
-        path: PathBuf,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The global layer beneath a tenant folder (default: the policies
+        /// directory's global/, else $RETEN_POLICIES_DIR/global, else the
+        /// defaults built into reten).
+        #[arg(long)]
+        global: Option<PathBuf>,
     },
-    /// Run the fixtures in <dir>/tests/ against a tenant's policies (with the
-    /// global ones beneath) or the global ones: a pass/fail line each.
+    /// Run the fixtures in <dir>/tests/ (or one fixture file) against a
+    /// tenant's policies over the global ones: a pass/fail line each.
     Test {
-        /// A `tenants/<tenant-id>/` or `global/` folder.
-        dir: PathBuf,
+        /// A layer folder (global/, tenants/<id>/, or any folder laid out like
+        /// a tenant's), or one fixture file in its tests/.
+        path: PathBuf,
+        /// -v prints each failing fixture's trace; -vv each passing one's too.
+        #[arg(short, long, action = clap::ArgAction::Count)]
+        verbose: u8,
+        /// Run only the fixtures whose file name matches this regular
+        /// expression.
+        #[arg(long, value_name = "PATTERN")]
+        run: Option<String>,
+        /// The global layer (default as for `check`).
+        #[arg(long)]
+        global: Option<PathBuf>,
     },
+    /// Decide one input offline with a tenant folder's policies: the
+    /// decision, the trace, each policy's log lines and cost.
+    Eval(Box<EvalArgs>),
     /// Replay a candidate tenant folder against the tenant's latest recorded
     /// revision, on the stored decision inputs of its recent activities
     /// (over DATABASE_URL): what would change, before it serves.
     Replay(Box<ReplayArgs>),
+}
+
+/// `reten policy eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A layer folder (tenants/<id>/, any folder laid out like a tenant's, or
+    /// global/).
+    pub dir: PathBuf,
+    /// The input: a fixture (.toml or .json, as in tests/; its `expect` is
+    /// ignored), or a decision input (.json, as GET
+    /// /api/activities/{id}/decision-input answers it).
+    #[arg(long, required_unless_present = "activity", conflicts_with = "activity")]
+    pub input: Option<PathBuf>,
+    /// Decide this activity's stored decision input, read from DATABASE_URL.
+    #[arg(long)]
+    pub activity: Option<crate::domain::ActivityId>,
+    /// The tenant of --activity (default: the folder's name).
+    #[arg(long)]
+    pub tenant: Option<crate::domain::TenantId>,
+    /// With a decision input: the attribute keys to resolve too.
+    #[arg(long = "attribute", value_name = "KEY")]
+    pub attributes: Vec<String>,
+    /// The global layer (default as for `check`).
+    #[arg(long)]
+    pub global: Option<PathBuf>,
+    /// Print the decision as JSON (the shape of POST /api/activities/preview).
+    #[arg(long)]
+    pub json: bool,
+    /// The Postgres URL, for --activity.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@localhost:5432/reten",
+        hide_env_values = true
+    )]
+    pub database_url: String,
 }
 
 /// `reten policy replay`.

@@ -23,8 +23,11 @@ async fn main() -> ExitCode {
             migrate(args).await
         }
         Command::Token(args) => token(&args),
-        Command::Policy(PolicyCommand::Check { path }) => policy_check(&path),
-        Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir).await,
+        Command::Policy(PolicyCommand::Check { paths, global }) => policy_check(&paths, global.as_deref()),
+        Command::Policy(PolicyCommand::Test { path, verbose, run, global }) => {
+            policy_test(&path, verbose, run.as_deref(), global.as_deref()).await
+        }
+        Command::Policy(PolicyCommand::Eval(args)) => cli::eval::run(&args).await,
         Command::Policy(PolicyCommand::Replay(args)) => cli::replay::run(&args).await,
     };
     match result {
@@ -74,8 +77,11 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn policy_check(path: &std::path::Path) -> anyhow::Result<()> {
-    let results = reten_host::policy::check::check(path)?;
+fn policy_check(paths: &[std::path::PathBuf], global: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let mut results = Vec::new();
+    for path in paths {
+        results.extend(reten_host::policy::check::check(path, global)?);
+    }
     let mut failed = 0;
     for r in &results {
         match &r.outcome {
@@ -98,28 +104,45 @@ fn policy_check(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn policy_test(dir: &std::path::Path) -> anyhow::Result<()> {
-    let (results, load_errors) = reten_host::policy::fixtures::run(dir).await?;
-    for e in &load_errors {
+async fn policy_test(
+    path: &std::path::Path,
+    verbose: u8,
+    pattern: Option<&str>,
+    global: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let run = reten_host::policy::fixtures::run(path, global, pattern).await?;
+    for e in &run.load_errors {
         println!("warn  policy load error: {e}");
     }
+    let results = &run.results;
     let failed = results.iter().filter(|r| !r.failures.is_empty()).count();
-    for r in &results {
+    for r in results {
         let about = r.description.as_deref().map(|d| format!("  ({d})")).unwrap_or_default();
-        if r.failures.is_empty() {
-            println!("PASS  {}{about}", r.name);
-        } else {
-            println!("FAIL  {}{about}", r.name);
-            for f in &r.failures {
-                println!("        {f}");
-            }
+        let passed = r.failures.is_empty();
+        println!("{}  {}{about}", if passed { "PASS" } else { "FAIL" }, r.name);
+        for f in &r.failures {
+            println!("        {f}");
+        }
+        let show = if passed { verbose >= 2 } else { verbose >= 1 };
+        if let (true, Some(trace)) = (show, &r.trace) {
+            print!("{}", cli::trace::render(trace, 8));
         }
     }
-    println!("{} fixtures: {} passed, {failed} failed", results.len(), results.len() - failed);
+    let skipped =
+        if run.filtered_out > 0 { format!(", {} not selected by --run", run.filtered_out) } else { String::new() };
+    println!(
+        "{} fixtures: {} passed, {failed} failed{skipped} (global layer: {})",
+        results.len(),
+        results.len() - failed,
+        run.global
+    );
     if results.is_empty() {
-        anyhow::bail!("no fixtures found in {}/tests", dir.display());
+        anyhow::bail!("no fixtures ran from {}", path.display());
     }
     if failed > 0 {
+        if verbose == 0 {
+            println!("(run with -v to see each failing fixture's trace)");
+        }
         anyhow::bail!("{failed} fixture(s) failed");
     }
     Ok(())

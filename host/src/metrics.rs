@@ -17,7 +17,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder, exponential_buckets,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets,
 };
 
 /// The gauges of one connection pool at the moment of a scrape.
@@ -35,6 +36,9 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     pub policy_calls: IntCounterVec,
     pub policy_duration: HistogramVec,
+    pub policy_seconds: CounterVec,
+    pub policy_fuel: IntCounterVec,
+    pub policy_operations: IntCounterVec,
     pub reloads: IntCounterVec,
     pub load_errors: IntCounterVec,
     pub activities_created: IntCounterVec,
@@ -104,6 +108,27 @@ impl Metrics {
             &["tenant", "policy", "engine"],
             exponential_buckets(0.000_002, 2.0, 20).expect("valid buckets"),
         );
+        let policy_seconds = CounterVec::new(
+            Opts::new(
+                "reten_policy_call_seconds_total",
+                "Time spent in policy calls, by tenant and engine (each call's clock from start to answer).",
+            ),
+            &["tenant", "engine"],
+        )
+        .expect("a valid metric definition");
+        registry.register(Box::new(policy_seconds.clone())).expect("each metric is registered once");
+        let policy_fuel = counter(
+            &registry,
+            "reten_policy_fuel_total",
+            "Wasm fuel burned by policy calls, by tenant: a deterministic count of the instructions they ran.",
+            &["tenant"],
+        );
+        let policy_operations = counter(
+            &registry,
+            "reten_policy_operations_total",
+            "Rhai operations run by policy calls, by tenant: their deterministic cost.",
+            &["tenant"],
+        );
         let reloads = counter(
             &registry,
             "reten_policy_reloads_total",
@@ -140,6 +165,9 @@ impl Metrics {
             http_duration,
             policy_calls,
             policy_duration,
+            policy_seconds,
+            policy_fuel,
+            policy_operations,
             reloads,
             load_errors,
             activities_created,
@@ -165,6 +193,19 @@ impl Metrics {
         let tenant = if self.tenant_labels { tenant } else { "_all" };
         self.policy_calls.with_label_values(&[tenant, policy, engine, outcome]).inc();
         self.policy_duration.with_label_values(&[tenant, policy, engine]).observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts what one policy call cost its tenant: its time, and its fuel
+    /// (Wasm) or operations (Rhai).
+    pub fn policy_cost(&self, tenant: &str, engine: &str, elapsed: Duration, fuel: Option<u64>, ops: Option<u64>) {
+        let tenant = if self.tenant_labels { tenant } else { "_all" };
+        self.policy_seconds.with_label_values(&[tenant, engine]).inc_by(elapsed.as_secs_f64());
+        if let Some(fuel) = fuel {
+            self.policy_fuel.with_label_values(&[tenant]).inc_by(fuel);
+        }
+        if let Some(ops) = ops {
+            self.policy_operations.with_label_values(&[tenant]).inc_by(ops);
+        }
     }
 
     /// The text exposition of every metric, after refreshing the pool gauges

@@ -170,7 +170,7 @@ impl ApiError {
                 format!("the request has {} invalid field(s): {}", errors.len(), fields.join(", "))
             }
             ApiError::Internal(_) => "an internal error occurred; it has been logged".to_owned(),
-            other => other.to_string(),
+            other => crate::policy::one_line(&other.to_string()),
         };
         let (errors, activity_id) = match self {
             ApiError::Validation(e) | ApiError::Unprocessable { errors: e, .. } if !e.is_empty() => {

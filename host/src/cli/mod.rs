@@ -1,4 +1,6 @@
 //! The binary's own commands that need more than a few lines (the library
 //! does not include this module).
 
+pub mod eval;
 pub mod replay;
+pub mod trace;

@@ -234,6 +234,8 @@ pub struct SyncUser {
 #[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncContact {
+    /// Also accepted as `type`, the name the policy input and fixtures use.
+    #[serde(alias = "type")]
     pub contact_type: ContactType,
     #[schema(min_length = 1, max_length = 320, pattern = r"\S")]
     pub value: String,

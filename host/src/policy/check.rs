@@ -7,6 +7,7 @@ use super::config;
 use super::loader::{
     self, CATALOGUE_FILE, CompileCache, Engines, LoadContext, LoadError, Scope, parse_policy_file_name,
 };
+use super::workspace::Workspace;
 use super::{EngineKind, PolicyKind};
 use crate::domain::TenantId;
 
@@ -17,9 +18,10 @@ pub struct Checked {
     pub outcome: Result<String, LoadError>,
 }
 
-/// Checks a file, a layer folder (`global/`, `tenants/<id>/`) or a whole
-/// policies directory.
-pub fn check(path: &Path) -> anyhow::Result<Vec<Checked>> {
+/// Checks a file, a layer folder (`global/`, `tenants/<id>/`, or any folder
+/// laid out like a tenant's, over the global layer [`Workspace`] finds) or a
+/// whole policies directory. `global` is `--global`.
+pub fn check(path: &Path, global: Option<&Path>) -> anyhow::Result<Vec<Checked>> {
     let engines = Engines::new()?;
     let cache = CompileCache::default();
     let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
@@ -38,15 +40,25 @@ pub fn check(path: &Path) -> anyhow::Result<Vec<Checked>> {
         (path.clone(), scopes)
     } else if name == "global" {
         (parent(&path, 1), vec![Scope::Global])
-    } else if let Ok(id) = TenantId::parse(&name) {
+    } else if let (Ok(id), None, true) = (TenantId::parse(&name), global, parent(&path, 1).ends_with("tenants")) {
         // The global layer is loaded (the tenant's config may name its
         // policies) but only the tenant's folder is reported.
         (parent(&path, 2), vec![Scope::Tenant(id)])
     } else {
-        anyhow::bail!(
-            "{} is neither a policies directory, a global/ folder nor a tenants/<tenant-id>/ folder",
-            path.display()
-        );
+        // Anywhere else: the folder and the global layer copied side by
+        // side, checked there, and reported under the folder's own paths.
+        let workspace = Workspace::open(&path, global)?;
+        let prefix = format!("{}/", workspace.scope.rel_dir().to_string_lossy());
+        let mut out = check(&workspace.root().join(workspace.scope.rel_dir()), None)?;
+        for c in &mut out {
+            if let Some(rest) = c.path.strip_prefix(&prefix) {
+                c.path = path.join(rest).to_string_lossy().into_owned();
+            }
+            if let Err(e) = &mut c.outcome {
+                e.path.clone_from(&c.path);
+            }
+        }
+        return Ok(out);
     };
     let ctx = LoadContext { root: &root, engines: &engines, cache: &cache, calls: &Default::default(), global: None };
     let global = loader::load_layer(&ctx, Scope::Global, None);

@@ -17,8 +17,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::Registry;
-use super::registry::RegistryOptions;
+use super::workspace::{GlobalSource, Workspace};
 use crate::domain::activity::NewActivity;
 use crate::domain::commerce::{Address, Commerce, CommerceUser, Contact, HistoryEntry, with_overall_history};
 use crate::domain::{ActivityId, Channel, CommerceId, CommerceUserId, ContactType, TenantId, UserRole, time};
@@ -36,6 +35,8 @@ pub struct Fixture {
     pub commerce: FixtureCommerce,
     #[serde(default)]
     pub history: Vec<FixtureHistory>,
+    /// What to check; `reten policy eval` runs a fixture without one.
+    #[serde(default)]
     pub expect: Expect,
 }
 
@@ -88,7 +89,8 @@ fn yes() -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FixtureContact {
-    #[serde(rename = "type")]
+    /// `type`, as in the policy input, or `contact_type`, as in sync.
+    #[serde(rename = "type", alias = "contact_type")]
     pub contact_type: ContactType,
     pub value: String,
     #[serde(default)]
@@ -119,6 +121,46 @@ pub struct Expect {
     /// A validation error instead of a resolution.
     #[serde(default)]
     pub error: Option<ExpectError>,
+    /// What given criteria did, by type (only those listed are checked).
+    #[serde(default)]
+    pub criteria: Vec<ExpectCriterion>,
+}
+
+/// What one criterion of the trace did.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectCriterion {
+    /// The criterion type, as in the config: `ROLE_MATCH`.
+    #[serde(rename = "type")]
+    pub criterion_type: String,
+    /// `MATCHED`, `NO_MATCH`, `FAILED`, `NO_POLICY` or `NOT_RUN`.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// `RHAI` or `WASM`: the engine of the policy that ran.
+    #[serde(default)]
+    pub engine: Option<String>,
+    /// The candidates it skipped, in order, each `{ user, reason }` (user:
+    /// the external id; reason: `INACTIVE`, `UNREACHABLE` or
+    /// `NOT_A_COMMERCE_USER`). Compared exactly when given.
+    #[serde(default)]
+    pub skipped: Option<Vec<ExpectSkip>>,
+    /// The note the policy gave the candidate it kept.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// The failure reason when it failed: `DEADLINE`, `BUDGET_EXHAUSTED`, ….
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Text each of which some log line of the call contains.
+    #[serde(default)]
+    pub logs_include: Vec<String>,
+}
+
+/// A skipped candidate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectSkip {
+    pub user: String,
+    pub reason: String,
 }
 
 /// The expected target user.
@@ -137,6 +179,9 @@ pub struct ExpectTarget {
     /// The policy name that decided.
     #[serde(default)]
     pub policy: Option<String>,
+    /// The engine of the policy that decided: `RHAI` or `WASM`.
+    #[serde(default)]
+    pub engine: Option<String>,
 }
 
 /// The expected attribute.
@@ -171,55 +216,75 @@ pub struct FixtureResult {
     pub description: Option<String>,
     /// Empty when the fixture passed.
     pub failures: Vec<String>,
+    /// The resolution's trace, when it got that far.
+    pub trace: Option<crate::resolve::Trace>,
 }
 
-/// Runs every fixture of a layer folder (`global/` or `tenants/<id>/`).
-pub async fn run(dir: &Path) -> anyhow::Result<(Vec<FixtureResult>, Vec<String>)> {
-    let dir = std::fs::canonicalize(dir).with_context(|| format!("{} does not exist", dir.display()))?;
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-    let (root, tenant, layer_prefix) = if name == "global" {
-        (parent(&dir, 1), TenantId::new(), "global/".to_owned())
-    } else if let Ok(id) = TenantId::parse(&name) {
-        (parent(&dir, 2), id, format!("tenants/{id}/"))
+/// The outcome of `reten policy test`.
+pub struct TestRun {
+    pub results: Vec<FixtureResult>,
+    /// The files of the layers that failed to load.
+    pub load_errors: Vec<String>,
+    /// Where the global layer came from.
+    pub global: GlobalSource,
+    /// How many fixtures `--run` left out.
+    pub filtered_out: usize,
+}
+
+/// Runs the fixtures of a layer folder (its `tests/`), or one fixture file
+/// (`<layer>/tests/<name>.toml`), against the folder's policies over the
+/// global layer ([`Workspace`]). With `pattern`, only the fixtures whose file
+/// name matches the regular expression run.
+pub async fn run(path: &Path, global: Option<&Path>, pattern: Option<&str>) -> anyhow::Result<TestRun> {
+    let pattern = pattern
+        .map(|p| regex::Regex::new(p).with_context(|| format!("--run {p}: not a regular expression")))
+        .transpose()?;
+    let path = std::fs::canonicalize(path).with_context(|| format!("{} does not exist", path.display()))?;
+    let (dir, mut files) = if path.is_file() {
+        let layer = path.parent().and_then(Path::parent).map(Path::to_owned);
+        let in_tests = path.parent().is_some_and(|p| p.file_name().is_some_and(|n| n == "tests"));
+        match layer {
+            Some(layer) if in_tests => (layer, vec![path.clone()]),
+            _ => anyhow::bail!("{}: a fixture file must be in a layer's tests/ folder", path.display()),
+        }
     } else {
-        anyhow::bail!("{} is neither a global/ folder nor a tenants/<tenant-id>/ folder", dir.display());
+        let tests = path.join("tests");
+        let files: Vec<PathBuf> = std::fs::read_dir(&tests)
+            .with_context(|| format!("{} has no tests/ folder", path.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml" || e == "json"))
+            .collect();
+        (path.clone(), files)
     };
-    let registry = Registry::load(&root, RegistryOptions::default())?;
-    let state = registry.state();
-    let load_errors: Vec<String> = state
-        .errors()
-        .filter(|e| e.path.starts_with("global/") || e.path.starts_with(&layer_prefix))
-        .map(|e| format!("{}: {}", e.path, e.message))
-        .collect();
-    let snapshot = registry.snapshot(tenant);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("tests"))
-        .with_context(|| format!("{} has no tests/ folder", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml" || e == "json"))
-        .collect();
     files.sort();
+    let before = files.len();
+    if let Some(re) = &pattern {
+        files.retain(|f| f.file_name().is_some_and(|n| re.is_match(&n.to_string_lossy())));
+    }
+    let workspace = Workspace::open(&dir, global)?;
+    let snapshot = workspace.snapshot();
+    let tenant = workspace.tenant();
     let mut results = Vec::new();
-    for file in files {
+    for file in &files {
         let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let result = match read_fixture(&file) {
+        let result = match read_fixture(file) {
             Ok(fixture) => {
-                let failures = run_fixture(&fixture, tenant, &snapshot).await;
-                FixtureResult { name, description: fixture.description, failures }
+                let (failures, trace) = run_fixture_traced(&fixture, tenant, &snapshot).await;
+                FixtureResult { name, description: fixture.description, failures, trace }
             }
-            Err(e) => FixtureResult { name, description: None, failures: vec![format!("cannot read: {e:#}")] },
+            Err(e) => {
+                FixtureResult { name, description: None, failures: vec![format!("cannot read: {e:#}")], trace: None }
+            }
         };
         results.push(result);
     }
-    Ok((results, load_errors))
-}
-
-fn parent(path: &Path, levels: usize) -> PathBuf {
-    let mut p = path.to_owned();
-    for _ in 0..levels {
-        p.pop();
-    }
-    p
+    Ok(TestRun {
+        filtered_out: before - files.len(),
+        results,
+        load_errors: workspace.load_errors(),
+        global: workspace.global.clone(),
+    })
 }
 
 fn read_fixture(path: &Path) -> anyhow::Result<Fixture> {
@@ -302,6 +367,42 @@ pub async fn run_fixture_traced(
         }
         (Ok(a), None) => a,
     };
+    let input = fixture_input(f, tenant, &activity, &commerce, &mut failures);
+    let resolution = resolve::resolve_activity(snapshot, &input, &activity).await;
+    check(&f.expect, &resolution, &commerce, &mut failures);
+    (failures, Some(resolution.trace))
+}
+
+/// What a fixture decides, as a create would (`reten policy eval`): the
+/// resolution and the commerce it was made for. A body that does not
+/// validate, or a history that cannot be read, is an error naming each
+/// field.
+pub async fn decide(
+    f: &Fixture,
+    tenant: TenantId,
+    snapshot: &super::TenantSnapshot,
+) -> Result<(Resolution, Arc<Commerce>), Vec<String>> {
+    let commerce = Arc::new(commerce(&f.commerce));
+    let mut body = Value::Object(f.activity.clone());
+    body["commerce_id"] = json!(commerce.id);
+    body["idempotency_key"] = json!("fixture");
+    let activity = NewActivity::parse(&body, snapshot)
+        .map_err(|errors| errors.iter().map(|e| format!("activity.{}: {}", e.field, e.message)).collect::<Vec<_>>())?;
+    let mut problems = Vec::new();
+    let input = fixture_input(f, tenant, &activity, &commerce, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok((resolve::resolve_activity(snapshot, &input, &activity).await, commerce))
+}
+
+fn fixture_input(
+    f: &Fixture,
+    tenant: TenantId,
+    activity: &NewActivity,
+    commerce: &Arc<Commerce>,
+    problems: &mut Vec<String>,
+) -> super::PreparedInput {
     let mut history = Vec::new();
     for h in &f.history {
         match time::parse(&h.last_targeted_at) {
@@ -311,13 +412,10 @@ pub async fn run_fixture_traced(
                 activity_id: ActivityId::new(),
                 last_targeted_at: at,
             }),
-            Err(e) => failures.push(format!("history of {}: last_targeted_at {e}", h.user)),
+            Err(e) => problems.push(format!("history of {}: last_targeted_at {e}", h.user)),
         }
     }
-    let input = resolve::prepare_input(tenant, &activity, Arc::clone(&commerce), with_overall_history(history));
-    let resolution = resolve::resolve_activity(snapshot, &input, &activity).await;
-    check(&f.expect, &resolution, &commerce, &mut failures);
-    (failures, Some(resolution.trace))
+    resolve::prepare_input(tenant, activity, Arc::clone(commerce), with_overall_history(history))
 }
 
 fn same(failures: &mut Vec<String>, what: &str, expected: &str, got: &str) {
@@ -352,7 +450,11 @@ fn check(expect: &Expect, r: &Resolution, commerce: &Commerce, failures: &mut Ve
         if let Some(p) = &t.policy {
             same(failures, "target policy", p, r.target.policy.as_ref().map_or("none", |p| p.name.as_str()));
         }
+        if let Some(e) = &t.engine {
+            same(failures, "target engine", e, r.target.policy.as_ref().map_or("none", |p| p.engine.as_str()));
+        }
     }
+    check_criteria(&expect.criteria, r, failures);
     for (key, e) in &expect.attributes {
         let Some(a) = r.attributes.iter().find(|a| &a.key == key) else {
             failures.push(format!("attribute {key}: expected, but the activity does not carry it"));
@@ -380,6 +482,62 @@ fn check(expect: &Expect, r: &Resolution, commerce: &Commerce, failures: &mut Ve
         {
             failures.push(format!("attribute {key} value: expected it to include {v}, got {got}"));
         }
+    }
+}
+
+fn check_criteria(expected: &[ExpectCriterion], r: &Resolution, failures: &mut Vec<String>) {
+    let steps = r.trace.target.as_ref().map(|t| t.criteria.as_slice()).unwrap_or_default();
+    for e in expected {
+        let what = |field: &str| format!("criterion {} {field}", e.criterion_type);
+        let Some(step) = steps.iter().find(|s| s.criterion_type == e.criterion_type) else {
+            failures.push(format!("criterion {}: expected in the trace, but it is not there", e.criterion_type));
+            continue;
+        };
+        if let Some(o) = &e.outcome {
+            same(failures, &what("outcome"), o, outcome_name(step.outcome));
+        }
+        if let Some(engine) = &e.engine {
+            same(failures, &what("engine"), engine, step.policy.as_ref().map_or("none", |p| p.engine.as_str()));
+        }
+        if let Some(err) = &e.error {
+            same(failures, &what("error"), err, step.error.as_ref().map_or("none", |f| f.kind.as_str()));
+        }
+        if let Some(note) = &e.note {
+            let kept = step.candidates.iter().find(|c| c.accepted).and_then(|c| c.note.as_deref()).unwrap_or("none");
+            same(failures, &what("note"), note, kept);
+        }
+        if let Some(skipped) = &e.skipped {
+            let want: Vec<String> = skipped.iter().map(|s| format!("{} {}", s.user, s.reason)).collect();
+            let got: Vec<String> = step
+                .candidates
+                .iter()
+                .filter(|c| !c.accepted)
+                .map(|c| {
+                    let user = c.external_id.clone().unwrap_or_else(|| c.commerce_user_id.clone());
+                    let reason = c.skip_reason.and_then(|r| serde_json::to_value(r).ok());
+                    format!("{user} {}", reason.as_ref().and_then(Value::as_str).unwrap_or("?"))
+                })
+                .collect();
+            if want != got {
+                failures.push(format!("{}: expected [{}], got [{}]", what("skipped"), want.join(", "), got.join(", ")));
+            }
+        }
+        for text in &e.logs_include {
+            if !step.logs.iter().any(|l| l.message.contains(text.as_str())) {
+                failures.push(format!("{}: expected a line containing {text:?}", what("logs")));
+            }
+        }
+    }
+}
+
+fn outcome_name(o: crate::resolve::trace::CriterionOutcome) -> &'static str {
+    use crate::resolve::trace::CriterionOutcome as O;
+    match o {
+        O::Matched => "MATCHED",
+        O::NoMatch => "NO_MATCH",
+        O::Failed => "FAILED",
+        O::NoPolicy => "NO_POLICY",
+        O::NotRun => "NOT_RUN",
     }
 }
 

@@ -71,6 +71,13 @@ pub fn encode_stored(base: &BaseInput) -> Vec<u8> {
     lz4_flex::block::compress_prepend_size(&json)
 }
 
+/// A decision input as `GET /api/activities/{id}/decision-input` answers it
+/// (the policy input without `config`), read back.
+pub fn from_json(value: Value) -> Result<BaseInput, String> {
+    let s: StoredInput = serde_json::from_value(value).map_err(|e| format!("not a decision input: {e}"))?;
+    Ok(BaseInput { tenant_id: s.tenant_id, activity: s.activity, commerce: Arc::new(s.commerce), history: s.history })
+}
+
 /// The JSON of a stored decision input.
 pub fn stored_json(bytes: &[u8]) -> Result<Value, String> {
     let json = lz4_flex::block::decompress_size_prepended(bytes).map_err(|e| format!("corrupt decision input: {e}"))?;

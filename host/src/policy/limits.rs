@@ -16,6 +16,13 @@ pub struct Limits {
     pub max_output_bytes: usize,
     /// The most candidates a criterion may return.
     pub max_candidates: usize,
+    /// The tenant's budget of Wasm fuel per call (`limits.fuel`), if any.
+    /// Fuel counts the instructions a component runs: unlike the deadline it
+    /// does not depend on how busy the machine is.
+    pub fuel: Option<u64>,
+    /// The tenant's budget of Rhai operations per call (`limits.operations`),
+    /// if any, below the engine's own cap.
+    pub operations: Option<u64>,
 }
 
 impl Default for Limits {
@@ -25,6 +32,8 @@ impl Default for Limits {
             memory_bytes: 16 << 20,
             max_output_bytes: 256 << 10,
             max_candidates: 1_000,
+            fuel: None,
+            operations: None,
         }
     }
 }
@@ -36,7 +45,12 @@ impl Limits {
         memory_bytes: 256 << 20,
         max_output_bytes: 4 << 20,
         max_candidates: 10_000,
+        fuel: Some(Self::MAX_FUEL),
+        operations: Some(super::rhai_engine::MAX_OPERATIONS),
     };
+
+    /// The largest fuel budget a tenant may set.
+    pub const MAX_FUEL: u64 = 10_000_000_000;
 
     /// Applies a `[limits]` table over these limits, refusing values beyond
     /// the ceiling.
@@ -69,6 +83,19 @@ impl Limits {
             }
             self.max_candidates = n;
         }
+        if let Some(fuel) = o.fuel {
+            if fuel == 0 || fuel > Self::MAX_FUEL {
+                return Err(format!("limits.fuel must be between 1 and {} (got {fuel})", Self::MAX_FUEL));
+            }
+            self.fuel = Some(fuel);
+        }
+        if let Some(ops) = o.operations {
+            let max = super::rhai_engine::MAX_OPERATIONS;
+            if ops == 0 || ops > max {
+                return Err(format!("limits.operations must be between 1 and {max} (got {ops})"));
+            }
+            self.operations = Some(ops);
+        }
         Ok(self)
     }
 }
@@ -81,6 +108,11 @@ pub struct LimitsToml {
     pub memory_mib: Option<usize>,
     pub max_output_kib: Option<usize>,
     pub max_candidates: Option<usize>,
+    /// Wasm fuel per call: a deterministic budget, stopped with
+    /// `BUDGET_EXHAUSTED`.
+    pub fuel: Option<u64>,
+    /// Rhai operations per call, stopped with `BUDGET_EXHAUSTED`.
+    pub operations: Option<u64>,
 }
 
 #[cfg(test)]

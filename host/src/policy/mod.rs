@@ -17,6 +17,7 @@ pub mod gate;
 pub mod input;
 pub mod limits;
 pub mod loader;
+pub mod logs;
 pub mod registry;
 pub mod reload;
 pub mod rhai_engine;
@@ -26,6 +27,7 @@ pub mod wasm_cache;
 pub mod wasm_convert;
 pub mod wasm_engine;
 pub mod watcher;
+pub mod workspace;
 
 use std::fmt;
 use std::future::Future;
@@ -223,9 +225,11 @@ pub struct PolicyFailure {
 }
 
 impl PolicyFailure {
-    /// A failure of `kind`.
+    /// A failure of `kind`. The message is made one readable line: a
+    /// trap's backtrace or a parser's pretty-printed value would otherwise
+    /// spread over many.
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self { kind, message: one_line(&message.into()) }
     }
 }
 
@@ -251,6 +255,9 @@ pub enum FailureKind {
     BadOutput,
     /// The output was larger than allowed.
     OutputTooLarge,
+    /// The call used up the tenant's per-call budget of Wasm fuel
+    /// (`limits.fuel`) or Rhai operations (`limits.operations`).
+    BudgetExhausted,
     /// Not run: the policy hit its deadline on each of its last calls for
     /// this tenant, so it is skipped for a few seconds (see [`gate`]).
     CircuitOpen,
@@ -266,6 +273,7 @@ impl FailureKind {
             FailureKind::PolicyError => "POLICY_ERROR",
             FailureKind::BadOutput => "BAD_OUTPUT",
             FailureKind::OutputTooLarge => "OUTPUT_TOO_LARGE",
+            FailureKind::BudgetExhausted => "BUDGET_EXHAUSTED",
             FailureKind::CircuitOpen => "CIRCUIT_OPEN",
         }
     }
@@ -279,18 +287,35 @@ impl FailureKind {
             FailureKind::PolicyError => "policy_error",
             FailureKind::BadOutput => "bad_output",
             FailureKind::OutputTooLarge => "output_too_large",
+            FailureKind::BudgetExhausted => "budget_exhausted",
             FailureKind::CircuitOpen => "circuit_open",
         }
     }
 }
 
-/// The outcome of one policy call, with how long it took.
+/// The outcome of one policy call, with how long it took, what it cost and
+/// what it logged.
 #[derive(Clone, Debug)]
 pub struct Call<T> {
     pub result: Result<T, PolicyFailure>,
     pub duration: Duration,
     /// For a Wasm policy that ran: which compiler's code ran.
     pub tier: Option<wasm_engine::WasmTier>,
+    /// For a Wasm policy that ran: the fuel it burned.
+    pub fuel: Option<u64>,
+    /// For a Rhai policy that ran: the operations it ran.
+    pub operations: Option<u64>,
+    /// The lines it logged, bounded ([`logs`]).
+    pub logs: Vec<logs::LogLine>,
+}
+
+/// What an engine reports of a call beside its result.
+#[derive(Default)]
+struct Ran {
+    tier: Option<wasm_engine::WasmTier>,
+    fuel: Option<u64>,
+    operations: Option<u64>,
+    logs: Vec<logs::LogLine>,
 }
 
 impl Policy {
@@ -344,17 +369,17 @@ impl Policy {
         limits: &Limits,
     ) -> Call<Vec<Candidate>> {
         debug_assert_eq!(self.kind, PolicyKind::Criterion);
-        let mut tier = None;
+        let mut ran = Ran::default();
         let run = async {
             let candidates = match &self.compiled {
-                Compiled::Rhai(p) => self
-                    .run_rhai(p, input, config, limits)
-                    .await
-                    .and_then(|out| rhai_engine::RhaiPolicy::criterion_output(out, limits)),
+                Compiled::Rhai(p) => {
+                    let out = self.run_rhai(p, input, config, limits, &mut ran).await;
+                    out.and_then(|out| rhai_engine::RhaiPolicy::criterion_output(out, limits))
+                }
                 Compiled::Wasm(p) => {
-                    let (result, ran) = p.resolve_criterion(input, config, limits).await;
-                    tier = Some(ran);
-                    result
+                    let run = p.resolve_criterion(input, config, limits).await;
+                    ran = Ran { tier: Some(run.tier), fuel: run.fuel, operations: None, logs: run.logs };
+                    run.result
                 }
             }?;
             if candidates.len() > limits.max_candidates {
@@ -366,7 +391,7 @@ impl Policy {
             Ok(candidates)
         };
         let call = self.guarded(input, run).await;
-        Call { tier, ..call }
+        self.with_ran(input, call, ran)
     }
 
     async fn run_attribute(
@@ -376,22 +401,30 @@ impl Policy {
         limits: &Limits,
     ) -> Call<Option<Value>> {
         debug_assert_eq!(self.kind, PolicyKind::Attribute);
-        let mut tier = None;
+        let mut ran = Ran::default();
         let run = async {
             let value = match &self.compiled {
-                Compiled::Rhai(p) => {
-                    self.run_rhai(p, input, config, limits).await.and_then(rhai_engine::RhaiPolicy::attribute_output)
-                }
+                Compiled::Rhai(p) => self
+                    .run_rhai(p, input, config, limits, &mut ran)
+                    .await
+                    .and_then(rhai_engine::RhaiPolicy::attribute_output),
                 Compiled::Wasm(p) => {
-                    let (result, ran) = p.resolve_attribute(input, config, limits).await;
-                    tier = Some(ran);
-                    result
+                    let run = p.resolve_attribute(input, config, limits).await;
+                    ran = Ran { tier: Some(run.tier), fuel: run.fuel, operations: None, logs: run.logs };
+                    run.result
                 }
             }?;
             check_output_size(value, limits)
         };
         let call = self.guarded(input, run).await;
-        Call { tier, ..call }
+        self.with_ran(input, call, ran)
+    }
+
+    /// Completes a call with what its engine reported, and counts its cost.
+    fn with_ran<T>(&self, input: &PreparedInput, call: Call<T>, ran: Ran) -> Call<T> {
+        let tenant = input.base.tenant_id.to_string();
+        self.calls.metrics.policy_cost(&tenant, self.engine.as_str(), call.duration, ran.fuel, ran.operations);
+        Call { tier: ran.tier, fuel: ran.fuel, operations: ran.operations, logs: ran.logs, ..call }
     }
 
     /// What every call goes through, whatever the kind: the breaker (an open
@@ -409,7 +442,14 @@ impl Policy {
                 ),
             );
             self.record(tenant, Duration::ZERO, Some(&failure));
-            return Call { result: Err(failure), duration: Duration::ZERO, tier: None };
+            return Call {
+                result: Err(failure),
+                duration: Duration::ZERO,
+                tier: None,
+                fuel: None,
+                operations: None,
+                logs: Vec::new(),
+            };
         }
         let _slot = self.calls.gates.enter(tenant).await;
         let started = Instant::now();
@@ -422,7 +462,7 @@ impl Policy {
             failure.is_some_and(|f| f.kind == FailureKind::Deadline),
         );
         self.record(tenant, duration, failure);
-        Call { result, duration, tier: None }
+        Call { result, duration, tier: None, fuel: None, operations: None, logs: Vec::new() }
     }
 
     /// Runs a Rhai call: inline while the policy is quick (a few µs, less
@@ -435,15 +475,24 @@ impl Policy {
         input: &PreparedInput,
         config: &Map<String, Value>,
         limits: &Limits,
+        ran: &mut Ran,
     ) -> Result<rhai::Dynamic, PolicyFailure> {
         let arg = policy.argument(input, config)?;
-        if self.average_us.load(Ordering::Relaxed) < OFFLOAD_AFTER_US {
-            return policy.run(arg, limits);
-        }
-        let (policy, limits) = (Arc::clone(policy), *limits);
-        tokio::task::spawn_blocking(move || policy.run(arg, &limits))
-            .await
-            .unwrap_or_else(|_| Err(PolicyFailure::new(FailureKind::Trap, "the script's thread panicked")))
+        let run = if self.average_us.load(Ordering::Relaxed) < OFFLOAD_AFTER_US {
+            policy.run(arg, limits)
+        } else {
+            let (policy, limits) = (Arc::clone(policy), *limits);
+            tokio::task::spawn_blocking(move || policy.run(arg, &limits)).await.unwrap_or_else(|_| {
+                rhai_engine::RhaiRun {
+                    result: Err(PolicyFailure::new(FailureKind::Trap, "the script's thread panicked")),
+                    operations: 0,
+                    logs: Vec::new(),
+                }
+            })
+        };
+        ran.operations = Some(run.operations);
+        ran.logs = run.logs;
+        run.result
     }
 
     fn record(&self, tenant: TenantId, elapsed: Duration, failure: Option<&PolicyFailure>) {
@@ -465,6 +514,22 @@ impl Policy {
     pub fn reference(&self) -> PolicyRef {
         PolicyRef { name: self.name.clone(), engine: self.engine, version: self.version.clone() }
     }
+}
+
+/// Joins a text's lines with "; " and its runs of blanks into one space,
+/// and caps it at 1,000 characters.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            out.push_str(if out.ends_with([',', '[', '(', '{', ':']) { " " } else { "; " });
+        }
+        out.extend(line.split_whitespace().flat_map(|w| [" ", w]).skip(1));
+    }
+    if out.chars().count() > 1_000 {
+        out = out.chars().take(1_000).collect::<String>() + "…";
+    }
+    out
 }
 
 fn check_output_size(value: Option<Value>, limits: &Limits) -> Result<Option<Value>, PolicyFailure> {

@@ -1,28 +1,45 @@
 //! The Rhai engine: one shared, locked-down engine; one compiled AST per file.
 //!
-//! A script has no I/O: no modules, no `eval`, no clock, and `print`/`debug`
-//! go nowhere. Every call is bounded by an operation budget, call depth,
-//! string/array/map sizes and a wall-clock deadline.
+//! A script has no I/O: no modules, no `eval`, no clock. `print` and
+//! `debug` write to the call's own log lines ([`super::logs`]), nothing else.
+//! Every call is bounded by an operation budget (the engine's, and the
+//! tenant's `limits.operations` below it), call depth, string/array/map sizes
+//! and a wall-clock deadline; the operations it used are its cost.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
 
 use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
 use serde_json::{Map, Value};
 
+use super::logs::{LogBuf, LogLevel, LogLine};
 use super::{Candidate, FailureKind, Limits, PolicyFailure, PreparedInput};
 
 /// The operation budget of one call: a backstop behind the deadline.
-const MAX_OPERATIONS: u64 = 5_000_000;
+pub const MAX_OPERATIONS: u64 = 5_000_000;
 /// How often (in operations) the deadline is checked.
 const DEADLINE_CHECK_EVERY: u64 = 256;
 
-thread_local! {
-    /// The deadline of the call running on this thread. A Rhai call never
-    /// yields, so the thread that starts it runs it to the end.
-    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+/// What the engine's callbacks need to know of the call running on this
+/// thread, and what they record of it.
+#[derive(Default)]
+struct Running {
+    deadline: Option<Instant>,
+    budget: Option<u64>,
+    operations: u64,
+    logs: LogBuf,
 }
+
+thread_local! {
+    /// The call running on this thread. A Rhai call never yields, so the
+    /// thread that starts it runs it to the end; the engine's callbacks are
+    /// shared by every call and find their call here.
+    static RUNNING: RefCell<Running> = RefCell::new(Running::default());
+}
+
+/// The token a script is stopped with when it used up its budget.
+const BUDGET: &str = "budget";
 
 /// The shared engine.
 pub struct RhaiEngine {
@@ -50,14 +67,23 @@ impl RhaiEngine {
             .set_max_functions(500)
             .set_strict_variables(true)
             .disable_symbol("eval")
-            .on_print(|_| {})
-            .on_debug(|_, _, _| {})
+            .on_print(|text| RUNNING.with_borrow_mut(|r| r.logs.push(LogLevel::Info, text)))
+            .on_debug(|text, _, _| {
+                // A string arrives debug-formatted, in quotes: drop them.
+                let text = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+                RUNNING.with_borrow_mut(|r| r.logs.push(LogLevel::Debug, text))
+            })
             .on_progress(|ops| {
-                if ops % DEADLINE_CHECK_EVERY != 0 {
-                    return None;
-                }
-                let late = DEADLINE.with(|d| d.get().is_some_and(|d| Instant::now() >= d));
-                late.then(|| Dynamic::from("deadline"))
+                RUNNING.with_borrow_mut(|r| {
+                    r.operations = ops;
+                    if r.budget.is_some_and(|b| ops > b) {
+                        return Some(Dynamic::from(BUDGET));
+                    }
+                    if ops % DEADLINE_CHECK_EVERY != 0 {
+                        return None;
+                    }
+                    r.deadline.is_some_and(|d| Instant::now() >= d).then(|| Dynamic::from("deadline"))
+                })
             });
         Self { engine }
     }
@@ -79,6 +105,14 @@ impl RhaiEngine {
         }
         Ok(RhaiPolicy { engine: Arc::clone(self), ast })
     }
+}
+
+/// One call's outcome, with what it cost and wrote.
+pub struct RhaiRun {
+    pub result: Result<Dynamic, PolicyFailure>,
+    /// The operations the call ran.
+    pub operations: u64,
+    pub logs: Vec<LogLine>,
 }
 
 /// A Rhai compile error, with its position.
@@ -104,13 +138,20 @@ impl RhaiPolicy {
     }
 
     /// Runs `resolve(arg)` on this thread, within the limits.
-    pub fn run(&self, arg: Dynamic, limits: &Limits) -> Result<Dynamic, PolicyFailure> {
-        let _guard = DeadlineGuard::set(Instant::now() + limits.deadline);
+    pub fn run(&self, arg: Dynamic, limits: &Limits) -> RhaiRun {
+        let guard = RunningGuard::set(Running {
+            deadline: Some(Instant::now() + limits.deadline),
+            budget: limits.operations,
+            ..Running::default()
+        });
         let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
-        self.engine
+        let result = self
+            .engine
             .engine
             .call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &self.ast, "resolve", (arg,))
-            .map_err(|e| failure(*e, limits))
+            .map_err(|e| failure(*e, limits));
+        let done = guard.finish();
+        RhaiRun { result, operations: done.operations, logs: done.logs.finish() }
     }
 
     /// Reads a criterion's output: an array of user ids (strings), or of
@@ -160,6 +201,10 @@ fn bad_output(message: String) -> PolicyFailure {
 fn failure(err: EvalAltResult, limits: &Limits) -> PolicyFailure {
     use EvalAltResult as E;
     match err {
+        E::ErrorTerminated(token, _) if token.is_string() && token.to_string() == BUDGET => PolicyFailure::new(
+            FailureKind::BudgetExhausted,
+            format!("used up its budget of {} operations (limits.operations)", limits.operations.unwrap_or_default()),
+        ),
         E::ErrorTerminated(..) => PolicyFailure::new(
             FailureKind::Deadline,
             format!("stopped at its deadline of {} ms", limits.deadline.as_millis()),
@@ -183,17 +228,27 @@ fn at(pos: rhai::Position) -> String {
     if pos.is_none() { String::new() } else { format!(" (at {pos})") }
 }
 
-/// Sets this thread's deadline for the span of one call.
-struct DeadlineGuard(Option<Instant>);
+/// Sets this thread's running call for the span of one call, and puts back
+/// what was there (a call inside a call's callback cannot happen, but a
+/// panic must not leave a stale deadline behind).
+struct RunningGuard(Option<Running>);
 
-impl DeadlineGuard {
-    fn set(deadline: Instant) -> Self {
-        Self(DEADLINE.with(|d| d.replace(Some(deadline))))
+impl RunningGuard {
+    fn set(running: Running) -> Self {
+        Self(Some(RUNNING.with_borrow_mut(|r| std::mem::replace(r, running))))
+    }
+
+    /// Ends the call: what it recorded.
+    fn finish(mut self) -> Running {
+        let previous = self.0.take().unwrap_or_default();
+        RUNNING.with_borrow_mut(|r| std::mem::replace(r, previous))
     }
 }
 
-impl Drop for DeadlineGuard {
+impl Drop for RunningGuard {
     fn drop(&mut self) {
-        DEADLINE.with(|d| d.set(self.0));
+        if let Some(previous) = self.0.take() {
+            RUNNING.with_borrow_mut(|r| *r = previous);
+        }
     }
 }

@@ -57,6 +57,9 @@ pub async fn resolve_attribute_at(
         policy: None,
         tier: None,
         duration_us: None,
+        fuel: None,
+        operations: None,
+        logs: Vec::new(),
         error: None,
         outcome: AttributeStatus::Pending,
     };
@@ -135,6 +138,9 @@ async fn run_policy(
     let call = policy.resolve_attribute(input, &setting.config, &snapshot.limits).await;
     trace.duration_us = Some(u64::try_from(call.duration.as_micros()).unwrap_or(u64::MAX));
     trace.tier = call.tier;
+    trace.fuel = call.fuel;
+    trace.operations = call.operations;
+    trace.logs = call.logs;
     match call.result {
         Ok(Some(value)) => {
             decision.value = Some(value);

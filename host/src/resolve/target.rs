@@ -61,6 +61,8 @@ pub async fn resolve_target_at(
     channel: Channel,
     override_criteria: Option<&[TargetCriterion]>,
 ) -> (TargetDecision, TargetTrace) {
+    let implicit = TargetResolutionConfig::implicit();
+    let chosen = snapshot.target_config_for(channel);
     let configs_considered = snapshot
         .target_configs
         .iter()
@@ -69,10 +71,10 @@ pub async fn resolve_target_at(
             active: c.active,
             channels: c.channels.clone(),
             applies: c.applies_to(channel),
+            applied: chosen.is_some_and(|chosen| std::ptr::eq(chosen, c)),
         })
         .collect();
-    let implicit = TargetResolutionConfig::implicit();
-    let (config, source) = match snapshot.target_config_for(channel) {
+    let (config, source) = match chosen {
         Some(c) => (c, snapshot.target_configs_source),
         None => (&implicit, ConfigSource::Implicit),
     };
@@ -92,23 +94,13 @@ pub async fn resolve_target_at(
 
     let strategy = config.resolution_strategy;
     let deferred = match strategy {
-        ResolutionStrategy::OnCreation => false,
-        ResolutionStrategy::OnDispatch => stage == Stage::Creation,
-        ResolutionStrategy::Manual => true,
+        ResolutionStrategy::OnCreation => None,
+        ResolutionStrategy::OnDispatch if stage == Stage::Creation => {
+            Some("the config resolves ON_DISPATCH: criteria run when the activity is sent")
+        }
+        ResolutionStrategy::OnDispatch => None,
+        ResolutionStrategy::Manual => Some("the config is MANUAL: the target waits for an assignment"),
     };
-    if deferred {
-        let pending = TargetDecision {
-            commerce_user_id: None,
-            status: TargetStatus::Pending,
-            strategy,
-            lock_reason: None,
-            criterion_type: None,
-            policy: None,
-            error_message: None,
-        };
-        return (pending, trace);
-    }
-
     let mut criteria: Vec<TargetCriterion> = match override_criteria {
         Some(c) => c.to_vec(),
         None => config
@@ -124,11 +116,27 @@ pub async fn resolve_target_at(
     // A stable sort: ties keep their order.
     criteria.sort_by_key(|c| c.priority);
 
-    for criterion in &criteria {
+    if let Some(why) = deferred {
+        trace.criteria = criteria.iter().map(|c| not_run(snapshot, c, why.to_owned())).collect();
+        let pending = TargetDecision {
+            commerce_user_id: None,
+            status: TargetStatus::Pending,
+            strategy,
+            lock_reason: None,
+            criterion_type: None,
+            policy: None,
+            error_message: None,
+        };
+        return (pending, trace);
+    }
+
+    for (i, criterion) in criteria.iter().enumerate() {
         let (chosen, step) = run_criterion(snapshot, input, commerce, channel, criterion).await;
         let policy = step.policy.clone();
         trace.criteria.push(step);
         if let Some(user) = chosen {
+            let why = format!("{} (priority {}) chose the user first", criterion.criterion_type, criterion.priority);
+            trace.criteria.extend(criteria[i + 1..].iter().map(|c| not_run(snapshot, c, why.clone())));
             let decision =
                 locked(user, strategy, LockReason::CriteriaMatch, Some(criterion.criterion_type.clone()), policy);
             return (decision, trace);
@@ -177,6 +185,37 @@ fn locked(
     }
 }
 
+/// The trace of a criterion that did not run, and why.
+fn not_run(snapshot: &TenantSnapshot, criterion: &TargetCriterion, why: String) -> CriterionTrace {
+    CriterionTrace {
+        outcome: CriterionOutcome::NotRun,
+        not_run_reason: Some(why),
+        policy: snapshot.criterion(&criterion.criterion_type).map(|p| p.reference()),
+        ..CriterionTrace::new(criterion)
+    }
+}
+
+impl CriterionTrace {
+    fn new(criterion: &TargetCriterion) -> Self {
+        CriterionTrace {
+            criterion_type: criterion.criterion_type.clone(),
+            priority: criterion.priority,
+            config: criterion.config.clone(),
+            policy: None,
+            tier: None,
+            duration_us: 0,
+            fuel: None,
+            operations: None,
+            outcome: CriterionOutcome::NoPolicy,
+            not_run_reason: None,
+            error: None,
+            logs: Vec::new(),
+            candidates: Vec::new(),
+            candidates_omitted: 0,
+        }
+    }
+}
+
 /// Runs one criterion and keeps its first candidate that is a reachable,
 /// active user of the commerce.
 async fn run_criterion(
@@ -186,18 +225,7 @@ async fn run_criterion(
     channel: Channel,
     criterion: &TargetCriterion,
 ) -> (Option<CommerceUserId>, CriterionTrace) {
-    let mut step = CriterionTrace {
-        criterion_type: criterion.criterion_type.clone(),
-        priority: criterion.priority,
-        config: criterion.config.clone(),
-        policy: None,
-        tier: None,
-        duration_us: 0,
-        outcome: CriterionOutcome::NoPolicy,
-        error: None,
-        candidates: Vec::new(),
-        candidates_omitted: 0,
-    };
+    let mut step = CriterionTrace::new(criterion);
     let Some(policy) = snapshot.criterion(&criterion.criterion_type) else {
         return (None, step);
     };
@@ -205,6 +233,9 @@ async fn run_criterion(
     let call = policy.resolve_criterion(input, &criterion.config, &snapshot.limits).await;
     step.duration_us = u64::try_from(call.duration.as_micros()).unwrap_or(u64::MAX);
     step.tier = call.tier;
+    step.fuel = call.fuel;
+    step.operations = call.operations;
+    step.logs = call.logs;
     let candidates = match call.result {
         Ok(c) => c,
         Err(failure) => {
@@ -225,6 +256,8 @@ async fn run_criterion(
         if step.candidates.len() < TRACED_CANDIDATES || skip.is_none() {
             step.candidates.push(CandidateTrace {
                 commerce_user_id: candidate.commerce_user_id.chars().take(100).collect(),
+                external_id: user.and_then(|u| u.external_id.clone()),
+                name: user.and_then(|u| u.name.clone()),
                 note: candidate.note.map(|n| n.chars().take(200).collect()),
                 accepted: skip.is_none(),
                 skip_reason: skip,

@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::domain::{AttributeStatus, AttributeStrategy, Channel, ResolutionStrategy};
+use crate::policy::logs::LogLine;
 use crate::policy::snapshot::ConfigSource;
 use crate::policy::wasm_engine::WasmTier;
 use crate::policy::{PolicyFailure, PolicyRef};
@@ -41,7 +42,10 @@ pub struct ConfigConsidered {
     pub priority: i32,
     pub active: bool,
     pub channels: Option<Vec<Channel>>,
+    /// Whether the config covers the activity's channel.
     pub applies: bool,
+    /// Whether this is the config that decided (the first that applies).
+    pub applied: bool,
 }
 
 /// The config resolution used.
@@ -77,8 +81,20 @@ pub struct CriterionTrace {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tier: Option<WasmTier>,
     pub duration_us: u64,
+    /// Wasm fuel the call burned: its deterministic cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// Rhai operations the call ran: its deterministic cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operations: Option<u64>,
     pub outcome: CriterionOutcome,
+    /// For `NOT_RUN`: why the criterion did not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_run_reason: Option<String>,
     pub error: Option<PolicyFailure>,
+    /// The lines the policy logged (bounded per call).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogLine>,
     pub candidates: Vec<CandidateTrace>,
     /// Candidates after the first 20 skipped ones are counted, not listed.
     pub candidates_omitted: usize,
@@ -96,6 +112,9 @@ pub enum CriterionOutcome {
     Failed,
     /// No policy implements the type; the criterion was skipped.
     NoPolicy,
+    /// The criterion did not run: an earlier one chose the user, or the
+    /// config defers the decision (`not_run_reason` says which).
+    NotRun,
 }
 
 /// One candidate a criterion proposed.
@@ -103,6 +122,14 @@ pub enum CriterionOutcome {
 #[serde(rename_all = "camelCase")]
 pub struct CandidateTrace {
     pub commerce_user_id: String,
+    /// The user's id in the tenant's systems, when the id is a user's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub external_id: Option<String>,
+    /// The user's name, when the id is a user's and it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = String)]
     pub note: Option<String>,
@@ -144,6 +171,15 @@ pub struct AttributeTrace {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tier: Option<WasmTier>,
     pub duration_us: Option<u64>,
+    /// Wasm fuel the call burned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// Rhai operations the call ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operations: Option<u64>,
     pub error: Option<PolicyFailure>,
+    /// The lines the policy logged (bounded per call).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogLine>,
     pub outcome: AttributeStatus,
 }

@@ -32,6 +32,7 @@ mod load_sql;
 mod openapi;
 mod policy_admin;
 mod policy_changes;
+mod policy_cost;
 mod preview;
 mod read_only;
 mod receiver;
