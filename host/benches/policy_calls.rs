@@ -115,6 +115,23 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    // The same component on an engine without fuel metering: what metering
+    // costs a call (the host always meters; see WasmOptions::unmetered).
+    let unmetered =
+        reten_host::policy::wasm_engine::WasmEngine::with_options(reten_host::policy::wasm_engine::WasmOptions {
+            unmetered: true,
+            ..Default::default()
+        })
+        .expect("engine");
+    let bytes = std::fs::read(manifest.join("../plugins/dist/role_match_wasm.wasm")).expect("role_match_wasm.wasm");
+    let epoch_only = unmetered.compile(&bytes, reten_host::policy::PolicyKind::Criterion).expect("compiles");
+    c.bench_function("wasm_criterion_role_match_fresh_instance_epoch_only", |b| {
+        b.to_async(&rt).iter(|| async {
+            let run = epoch_only.resolve_criterion(&input, &config, &snapshot.limits).await;
+            assert!(run.result.is_ok(), "{:?}", run.result);
+        })
+    });
+
     c.bench_function("full_resolution_of_one_activity", |b| {
         b.to_async(&rt).iter(|| async {
             // A fresh input per iteration: the per-request conversions count.

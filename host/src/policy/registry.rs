@@ -126,6 +126,7 @@ impl Registry {
         let engines = Engines::with_wasm(super::wasm_engine::WasmOptions {
             cache_dir: options.wasm_cache_dir.clone(),
             baseline_tier: options.wasm_baseline_tier,
+            unmetered: false,
         })?;
         let cache = CompileCache::default();
         let empty = Arc::new(Layer::empty(Scope::Global));

@@ -113,11 +113,16 @@ pub struct WasmOptions {
     /// Serve a component Winch compiled while Cranelift compiles it in the
     /// background (else Cranelift compiles it before it serves).
     pub baseline_tier: bool,
+    /// Compile without fuel metering: calls run on the epoch deadline alone,
+    /// report no fuel and ignore `limits.fuel`. Only for measuring what
+    /// metering costs (`benches/policy_calls.rs`); the host always meters.
+    pub unmetered: bool,
 }
 
 /// One compiler's engine, with its own pool of instances.
 struct Compiler {
     engine: Engine,
+    metered: bool,
     linker: Linker<CallState>,
 }
 
@@ -150,13 +155,14 @@ impl WasmEngine {
     /// compiled components are kept there across restarts (see
     /// [`super::wasm_cache`]).
     pub fn with_cache(cache_dir: Option<PathBuf>) -> anyhow::Result<Arc<Self>> {
-        Self::with_options(WasmOptions { cache_dir, baseline_tier: false })
+        Self::with_options(WasmOptions { cache_dir, ..WasmOptions::default() })
     }
 
     /// Builds the engines and starts their epoch tickers.
     pub fn with_options(options: WasmOptions) -> anyhow::Result<Arc<Self>> {
-        let optimized = Compiler::new(Strategy::Cranelift)?;
-        let baseline = options.baseline_tier.then(|| Compiler::new(Strategy::Winch)).transpose()?;
+        let metered = !options.unmetered;
+        let optimized = Compiler::new(Strategy::Cranelift, metered)?;
+        let baseline = options.baseline_tier.then(|| Compiler::new(Strategy::Winch, metered)).transpose()?;
         let cache = options.cache_dir.as_deref().map(|dir| ArtifactCache::open(dir, &optimized.engine)).transpose()?;
         let background = match &baseline {
             Some(_) => Some(
@@ -320,7 +326,7 @@ impl WasmEngine {
 }
 
 impl Compiler {
-    fn new(strategy: Strategy) -> anyhow::Result<Self> {
+    fn new(strategy: Strategy, metered: bool) -> anyhow::Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_SLOTS)
             .total_core_instances(POOL_SLOTS * 2)
@@ -340,7 +346,7 @@ impl Compiler {
             .strategy(strategy)
             .wasm_component_model(true)
             .epoch_interruption(true)
-            .consume_fuel(true)
+            .consume_fuel(metered)
             .max_wasm_stack(512 << 10)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         if strategy == Strategy::Cranelift {
@@ -358,7 +364,7 @@ impl Compiler {
         })?;
         let mut linker = Linker::new(&engine);
         wit_log::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)?;
-        Ok(Self { engine, linker })
+        Ok(Self { engine, metered, linker })
     }
 }
 
@@ -512,8 +518,10 @@ impl WasmPolicy {
         let mut store = Store::new(&self.engine.compiler(tier).engine, state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         let fuel = limits.fuel.unwrap_or(u64::MAX);
-        // Cannot fail: every engine consumes fuel.
-        let _ = store.set_fuel(fuel);
+        if self.engine.compiler(tier).metered {
+            // Cannot fail on a metered engine.
+            let _ = store.set_fuel(fuel);
+        }
         // Bounds what the host copies out of the guest (strings and lists in
         // the result), so a huge output is refused before it is allocated.
         store.set_hostcall_fuel(limits.max_output_bytes.saturating_mul(2));
@@ -678,7 +686,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_component_serves_on_winch_then_on_cranelift_with_the_same_answers() {
-        let engine = WasmEngine::with_options(WasmOptions { cache_dir: None, baseline_tier: true }).unwrap();
+        let engine = WasmEngine::with_options(WasmOptions { baseline_tier: true, ..WasmOptions::default() }).unwrap();
         let mut promoted = engine.subscribe_promotions();
         let policy = engine.compile(&plugin("test_pick_owner"), PolicyKind::Criterion).unwrap();
         assert_eq!(policy.tier(), WasmTier::Baseline);
@@ -704,7 +712,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bytes = plugin("test_pick_owner");
         WasmEngine::with_cache(Some(dir.path().to_owned())).unwrap().compile(&bytes, PolicyKind::Criterion).unwrap();
-        let options = WasmOptions { cache_dir: Some(dir.path().to_owned()), baseline_tier: true };
+        let options =
+            WasmOptions { cache_dir: Some(dir.path().to_owned()), baseline_tier: true, ..WasmOptions::default() };
         let engine = WasmEngine::with_options(options).unwrap();
         let policy = engine.compile(&bytes, PolicyKind::Criterion).unwrap();
         assert_eq!((policy.tier(), engine.cache_hits()), (WasmTier::Optimized, 1));
