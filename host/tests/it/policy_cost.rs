@@ -243,3 +243,78 @@ async fn random_bytes_as_a_component_get_a_one_line_error(pool: PgPool) {
     let message = res.body["errors"][0]["message"].as_str().unwrap();
     assert!(!message.contains('\n') && message.contains("not a WebAssembly file"), "{message}");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_0_1_and_a_0_2_component_serve_side_by_side_and_0_2_log_lines_show_in_preview_and_eval(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let (tenant, commerce) = app.seeded("wit-versions").await;
+    let maria = app.user_id(tenant, commerce, "u-maria").await;
+    app.write_tenant_bytes(tenant, "criteria/v01.wasm", &plugin("test_v01_owner"));
+    app.write_tenant_bytes(tenant, "criteria/logger.wasm", &plugin("test_log_v2"));
+    app.write_tenant_bytes(tenant, "criteria/flood.wasm", &plugin("test_log_flood"));
+    // Room for 2,000 host calls on a busy machine's baseline tier.
+    app.write_tenant_file(tenant, "tenant.toml", "[limits]\ndeadline_ms = 500\n");
+    let errors: Vec<_> = app.state.registry.state().errors().map(|e| e.message.clone()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let decide = |criterion: &'static str| {
+        let mut body = seed_body(commerce, criterion);
+        body["target_criteria"] = json!([{ "type": criterion }]);
+        let app = &app;
+        async move {
+            let res = app.post(tenant, "/api/activities/preview", &body).await;
+            res.assert_status(StatusCode::OK);
+            res.body
+        }
+    };
+
+    let v01 = decide("V01").await;
+    assert_eq!(v01["targetUsers"][0]["commerceUserId"], maria.as_str());
+    let step = &v01["trace"]["target"]["criteria"][0];
+    assert_eq!(step["candidates"][0]["note"], "owner (0.1)");
+    assert!(step["fuel"].as_u64().unwrap() > 0);
+    assert!(step.get("logs").is_none(), "a 0.1 component cannot log: {step}");
+
+    let v02 = decide("LOGGER").await;
+    assert_eq!(v02["targetUsers"][0]["commerceUserId"], maria.as_str());
+    let step = &v02["trace"]["target"]["criteria"][0];
+    assert_eq!(step["candidates"][0]["note"], "owner (0.2)");
+    assert_eq!(
+        step["logs"],
+        json!([{"level": "INFO", "message": "looking for the owner"}, {"level": "DEBUG", "message": "users: 4"}])
+    );
+
+    let flood = decide("FLOOD").await;
+    let step = &flood["trace"]["target"]["criteria"][0];
+    assert_eq!(flood["targetUsers"][0]["commerceUserId"], maria.as_str(), "a flood does not fail the call: {step}");
+    let logs = flood["trace"]["target"]["criteria"][0]["logs"].as_array().unwrap().clone();
+    assert_eq!(logs.len(), reten_host::policy::logs::MAX_LINES + 1);
+    assert_eq!(logs[0]["message"], "line 0");
+    let marker = logs.last().unwrap();
+    assert_eq!(marker["fromHost"], true);
+    let dropped = 2_000 - reten_host::policy::logs::MAX_LINES;
+    assert!(marker["message"].as_str().unwrap().contains(&format!("{dropped} more lines dropped")), "{marker}");
+
+    // The same components offline: `reten policy eval` prints the 0.2 lines.
+    let dir = tempfile::tempdir().unwrap();
+    crate::support::write(&dir.path().join("criteria/v01.wasm"), &plugin("test_v01_owner"));
+    crate::support::write(&dir.path().join("criteria/logger.wasm"), &plugin("test_log_v2"));
+    crate::support::write(
+        &dir.path().join("tenant.toml"),
+        b"[[target_resolution]]\nresolution_strategy = \"ON_CREATION\"\n[[target_resolution.criteria]]\ntype = \"LOGGER\"\n[[target_resolution.criteria]]\ntype = \"V01\"\npriority = 1\n",
+    );
+    let mut activity = seed_body(commerce, "x").as_object().unwrap().clone();
+    activity.remove("commerce_id");
+    activity.remove("idempotency_key");
+    let fixture = json!({"activity": activity, "commerce": crate::support::standard_commerce("c-1")});
+    let input = dir.path().join("input.json");
+    std::fs::write(&input, serde_json::to_vec(&fixture).unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reten"))
+        .args(["policy", "eval", dir.path().to_str().unwrap(), "--input", input.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("log INFO  looking for the owner") && text.contains("log DEBUG users: 4"), "{text}");
+    assert!(text.contains("by LOGGER (logger WASM)"), "{text}");
+    assert!(text.contains("fuel"), "{text}");
+}

@@ -1,9 +1,11 @@
 //! Write Reten policies in Rust.
 //!
 //! A policy is a WebAssembly component of the WIT package
-//! `reten:policy@0.1.0` (`plugins/wit/v0.1/policy.wit`). It exports one
-//! function, `resolve`, and imports nothing. With this crate a policy is one
-//! Rust function and one macro line:
+//! `reten:policy@0.2.0` (`plugins/wit/v0.2/policy.wit`). It exports one
+//! function, `resolve`, and imports nothing but the host's `log` (see
+//! [`log`]: its lines show in the decision's trace, in `reten policy eval`
+//! and in the fixture output). With this crate a policy is one Rust function
+//! and one macro line:
 //!
 //! ```
 //! use reten_policy_sdk::prelude::*;
@@ -41,6 +43,7 @@ extern crate self as reten_policy_sdk;
 
 pub mod bindings;
 mod helpers;
+pub mod log;
 pub mod testing;
 
 pub use serde_json;
