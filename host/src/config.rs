@@ -73,6 +73,58 @@ pub enum PolicyCommand {
     /// revision, on the stored decision inputs of its recent activities
     /// (over DATABASE_URL): what would change, before it serves.
     Replay(Box<ReplayArgs>),
+    /// Scaffold a policy with a fixture that passes: a Rhai file in a folder
+    /// laid out like a tenant's, or a standalone Rust crate for Wasm.
+    New(Box<NewArgs>),
+    /// Build a Wasm policy crate for wasm32-unknown-unknown and wrap it into
+    /// a component; prints the path it wrote.
+    Build(BuildArgs),
+}
+
+/// `reten policy new`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("engine").required(true).args(["wasm", "rhai"])))]
+pub struct NewArgs {
+    /// What the policy is.
+    pub kind: NewPolicyKind,
+    /// The policy's name in snake_case: its file name, and, upper-cased, the
+    /// criterion type that tenant.toml names (top_spender is TOP_SPENDER).
+    pub name: String,
+    /// A Rust crate built into a WebAssembly component.
+    #[arg(long)]
+    pub wasm: bool,
+    /// A Rhai script.
+    #[arg(long)]
+    pub rhai: bool,
+    /// Where to write: a folder laid out like a tenant's (default: `.`) for
+    /// Rhai, the crate's folder (default: `./<name>`) for Wasm.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Where the Rust SDK that Wasm crates depend on is written, one folder
+    /// per version (default: $XDG_DATA_HOME/reten/sdk, else
+    /// ~/.local/share/reten/sdk).
+    #[arg(long, env = "RETEN_SDK_DIR")]
+    pub sdk_dir: Option<PathBuf>,
+}
+
+/// The kinds of policy `reten policy new` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NewPolicyKind {
+    /// A target criterion: proposes commerce users, best first.
+    Criterion,
+    /// An attribute resolver: computes one attribute's value.
+    Attribute,
+}
+
+/// `reten policy build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The policy crate's folder (the one holding its Cargo.toml).
+    pub crate_dir: PathBuf,
+    /// Where to write the component (default:
+    /// <crate-dir>/target/<crate name>.wasm).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// `reten policy eval`.

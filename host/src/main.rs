@@ -29,6 +29,8 @@ async fn main() -> ExitCode {
         }
         Command::Policy(PolicyCommand::Eval(args)) => cli::eval::run(&args).await,
         Command::Policy(PolicyCommand::Replay(args)) => cli::replay::run(&args).await,
+        Command::Policy(PolicyCommand::New(args)) => cli::new::run(&args),
+        Command::Policy(PolicyCommand::Build(args)) => cli::build::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
