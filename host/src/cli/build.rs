@@ -39,6 +39,13 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
             one_line(&e)
         )
     })?;
+    if !exports_resolve(&component) {
+        bail!(
+            "{} is no Reten policy: it exports no `resolve` (export one with reten_policy_sdk::export_criterion! or \
+             export_attribute!)",
+            module.path.display()
+        );
+    }
     let out = match &args.out {
         Some(out) => out.clone(),
         None => args.crate_dir.join("target").join(format!("{}.wasm", module.name)),
@@ -125,6 +132,16 @@ fn componentize(module: &[u8]) -> anyhow::Result<Vec<u8>> {
     wit_component::ComponentEncoder::default().validate(true).module(module)?.encode()
 }
 
+/// Whether the component's world exports the function `resolve`, as both
+/// policy worlds do. A crate that never names a world still makes a valid
+/// component, of an empty one.
+fn exports_resolve(component: &[u8]) -> bool {
+    let Ok(wit_component::DecodedWasm::Component(resolve, world)) = wit_component::decode(component) else {
+        return false;
+    };
+    resolve.worlds[world].exports.keys().any(|key| resolve.name_world_key(key) == "resolve")
+}
+
 /// An error's chain on one line, whatever the encoder's messages hold.
 fn one_line(error: &anyhow::Error) -> String {
     format!("{error:#}").split_whitespace().collect::<Vec<_>>().join(" ")
@@ -150,5 +167,12 @@ mod tests {
         let error = componentize(b"\0asm\x01\0\0\0 and then garbage").unwrap_err();
         let line = one_line(&error);
         assert!(!line.is_empty() && !line.contains('\n'), "{line}");
+    }
+
+    #[test]
+    fn a_module_that_names_no_world_makes_a_component_that_is_no_policy() {
+        // The smallest core module: the magic number and version 1.
+        let component = componentize(b"\0asm\x01\0\0\0").unwrap();
+        assert!(!exports_resolve(&component));
     }
 }

@@ -10,6 +10,7 @@ mod api_keys;
 mod auth;
 mod auth_hardening;
 mod authoring;
+mod authoring_cli;
 mod cli;
 mod commerce_sync;
 mod commerces;
