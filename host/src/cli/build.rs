@@ -29,7 +29,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         bail!("{} has no Cargo.toml: give the folder of a policy crate", args.crate_dir.display());
     }
     ensure_target(&args.crate_dir)?;
-    let module = cargo_build(&manifest)?;
+    let module = cargo_build(&args.crate_dir)?;
     let bytes = fs::read(&module.path).with_context(|| format!("cannot read {}", module.path.display()))?;
     let component = componentize(&bytes).map_err(|e| {
         anyhow!(
@@ -85,19 +85,24 @@ struct Module {
     path: PathBuf,
 }
 
-fn cargo_build(manifest: &Path) -> anyhow::Result<Module> {
+fn cargo_build(crate_dir: &Path) -> anyhow::Result<Module> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut child = Command::new(&cargo)
+    let mut command = Command::new(&cargo);
+    command
         .args(["build", "--lib", "--release", "--target", TARGET])
         .args(["--config", "profile.release.panic=\"abort\""])
         // Diagnostics rendered on stderr as usual; the artifacts as JSON.
-        .args(["--message-format", "json-render-diagnostics", "--manifest-path"])
-        .arg(manifest)
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            anyhow!("cannot run {}: {e} (is Rust installed? see https://rustup.rs)", cargo.to_string_lossy())
-        })?;
+        .args(["--message-format", "json-render-diagnostics", "--manifest-path", "Cargo.toml"])
+        // In the crate's folder, so that its .cargo/config.toml counts.
+        .current_dir(crate_dir)
+        .stdout(Stdio::piped());
+    // A relative target folder still means the caller's.
+    if let Some(target_dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        command.env("CARGO_TARGET_DIR", std::path::absolute(target_dir).context("cannot resolve CARGO_TARGET_DIR")?);
+    }
+    let mut child = command.spawn().map_err(|e| {
+        anyhow!("cannot run {}: {e} (is Rust installed? see https://rustup.rs)", cargo.to_string_lossy())
+    })?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut module = None;
     for line in std::io::BufReader::new(stdout).lines() {
@@ -120,10 +125,10 @@ fn cargo_build(manifest: &Path) -> anyhow::Result<Module> {
     }
     let status = child.wait().context("cannot wait for cargo")?;
     if !status.success() {
-        bail!("cargo could not build {} (its messages are above)", manifest.display());
+        bail!("cargo could not build {} (its messages are above)", crate_dir.display());
     }
     module.ok_or_else(|| {
-        anyhow!("{} built no .wasm: its Cargo.toml needs [lib] crate-type = [\"cdylib\"]", manifest.display())
+        anyhow!("{} built no .wasm: its Cargo.toml needs [lib] crate-type = [\"cdylib\"]", crate_dir.display())
     })
 }
 

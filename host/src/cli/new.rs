@@ -44,6 +44,10 @@ const SDK_FILES: &[(&str, &str)] = &[
 /// The lock file of the plugins workspace, where the SDK is built and tested.
 const LOCK_FILE: &str = include_str!("../../../plugins/Cargo.lock");
 
+/// The plugins' cargo settings for wasm32 (a small shadow stack, which makes
+/// calls cheaper), for the crate's `.cargo/config.toml`.
+const CARGO_CONFIG: &str = include_str!("../../../plugins/.cargo/config.toml");
+
 /// A policy's name: `[a-z][a-z0-9_]*`, at most 64 bytes. It is the file name,
 /// the crate's name, and, upper-cased, the criterion type.
 #[derive(Debug)]
@@ -106,6 +110,7 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
             (PathBuf::from("Cargo.toml"), Content::Text(vars.render(include_str!("templates/Cargo.toml.tmpl")))),
             (PathBuf::from("Cargo.lock"), Content::Text(LOCK_FILE.to_owned())),
             (PathBuf::from(".gitignore"), Content::Text("/target\n".to_owned())),
+            (PathBuf::from(".cargo/config.toml"), Content::Text(CARGO_CONFIG.to_owned())),
             (PathBuf::from("src/lib.rs"), Content::Text(vars.render(source))),
         ]);
         sdk = Some(crate_dir);
