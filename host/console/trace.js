@@ -34,11 +34,13 @@ export function drawPreview(out, res, what, users) {
       el("strong", {}, `Criterion ${c.type}`), ` (priority ${c.priority}) → `, el("strong", { class: c.error ? "bad" : "" }, c.outcome || "–"),
       el("div", { class: "meta" }, `policy ${p.name || "–"}, engine ${p.engine || "–"}, version ${short(p.version)}, ${c.durationUs ?? "–"} µs`
         + (c.cost !== undefined && c.cost !== null ? `, cost ${c.cost}` : "") + (c.fuel !== undefined && c.fuel !== null ? `, fuel ${c.fuel}` : "")
+        + (c.operations !== undefined && c.operations !== null ? `, ${c.operations} operations` : "") + (c.tier ? `, tier ${c.tier}` : "")
         + (c.config && Object.keys(c.config).length ? `, config ${JSON.stringify(c.config)}` : "")));
+    if (c.notRunReason) item.append(el("div", { class: "hint" }, `not run: ${c.notRunReason}`));
     if (c.error) item.append(el("div", { class: "bad" }, typeof c.error === "string" ? c.error : json(c.error)));
     const cands = el("ul", { class: "cands" });
     for (const k of c.candidates || []) {
-      cands.append(el("li", { class: k.accepted ? "ok" : "warn" }, `${userName(k.commerceUserId)}: ${k.accepted ? "kept" : "skipped (" + (k.skipReason || "–") + ")"}`, k.note ? ` — ${k.note}` : ""));
+      cands.append(el("li", { class: k.accepted ? "ok" : "warn" }, `${k.name || k.externalId || userName(k.commerceUserId)}: ${k.accepted ? "kept" : "skipped (" + (k.skipReason || "–") + ")"}`, k.note ? ` — ${k.note}` : ""));
     }
     if (c.candidatesOmitted) cands.append(el("li", { class: "hint" }, `${c.candidatesOmitted} more not shown`));
     if ((c.candidates || []).length) item.append(cands);
@@ -62,7 +64,8 @@ export function drawPreview(out, res, what, users) {
       const v = values.get(a.key);
       const item = el("li", { class: a.error ? "failed" : "matched" }, el("strong", {}, a.key), ` → ${a.outcome}`,
         el("div", { class: "meta" }, `${a.strategy}, config from ${a.configSource}${a.callerValue ? ", caller's value" : ""}; policy ${p.name || "–"}, engine ${p.engine || "–"}, version ${short(p.version)}, ${a.durationUs ?? "–"} µs`
-          + (a.cost !== undefined && a.cost !== null ? `, cost ${a.cost}` : "")));
+          + (a.cost !== undefined && a.cost !== null ? `, cost ${a.cost}` : "") + (a.fuel != null ? `, fuel ${a.fuel}` : "")
+          + (a.operations != null ? `, ${a.operations} operations` : "")));
       if (a.error) item.append(el("div", { class: "bad" }, typeof a.error === "string" ? a.error : json(a.error)));
       if (v && v.value !== undefined) item.append(el("details", {}, el("summary", {}, "value"), el("pre", {}, json(v.value))));
       logLines(item, a.logs);
