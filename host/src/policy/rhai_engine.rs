@@ -6,7 +6,7 @@
 //! tenant's `limits.operations` below it), call depth, string/array/map sizes
 //! and a wall-clock deadline; the operations it used are its cost.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,8 +34,12 @@ struct Running {
 thread_local! {
     /// The call running on this thread. A Rhai call never yields, so the
     /// thread that starts it runs it to the end; the engine's callbacks are
-    /// shared by every call and find their call here.
-    static RUNNING: RefCell<Running> = RefCell::new(Running::default());
+    /// shared by every call and find their call here. The counters the
+    /// progress callback touches at every operation are plain cells.
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    static BUDGET_LEFT: Cell<u64> = const { Cell::new(u64::MAX) };
+    static OPERATIONS: Cell<u64> = const { Cell::new(0) };
+    static LOGS: RefCell<LogBuf> = RefCell::new(LogBuf::default());
 }
 
 /// The token a script is stopped with when it used up its budget.
@@ -67,23 +71,22 @@ impl RhaiEngine {
             .set_max_functions(500)
             .set_strict_variables(true)
             .disable_symbol("eval")
-            .on_print(|text| RUNNING.with_borrow_mut(|r| r.logs.push(LogLevel::Info, text)))
+            .on_print(|text| LOGS.with_borrow_mut(|l| l.push(LogLevel::Info, text)))
             .on_debug(|text, _, _| {
                 // A string arrives debug-formatted, in quotes: drop them.
                 let text = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
-                RUNNING.with_borrow_mut(|r| r.logs.push(LogLevel::Debug, text))
+                LOGS.with_borrow_mut(|l| l.push(LogLevel::Debug, text));
             })
             .on_progress(|ops| {
-                RUNNING.with_borrow_mut(|r| {
-                    r.operations = ops;
-                    if r.budget.is_some_and(|b| ops > b) {
-                        return Some(Dynamic::from(BUDGET));
-                    }
-                    if ops % DEADLINE_CHECK_EVERY != 0 {
-                        return None;
-                    }
-                    r.deadline.is_some_and(|d| Instant::now() >= d).then(|| Dynamic::from("deadline"))
-                })
+                OPERATIONS.set(ops);
+                if ops > BUDGET_LEFT.get() {
+                    return Some(Dynamic::from(BUDGET));
+                }
+                if !ops.is_multiple_of(DEADLINE_CHECK_EVERY) {
+                    return None;
+                }
+                let late = DEADLINE.get().is_some_and(|d| Instant::now() >= d);
+                late.then(|| Dynamic::from("deadline"))
             });
         Self { engine }
     }
@@ -229,26 +232,36 @@ fn at(pos: rhai::Position) -> String {
 }
 
 /// Sets this thread's running call for the span of one call, and puts back
-/// what was there (a call inside a call's callback cannot happen, but a
-/// panic must not leave a stale deadline behind).
+/// what was there (a panic must not leave a stale deadline behind).
 struct RunningGuard(Option<Running>);
 
 impl RunningGuard {
     fn set(running: Running) -> Self {
-        Self(Some(RUNNING.with_borrow_mut(|r| std::mem::replace(r, running))))
+        Self(Some(swap(running)))
     }
 
     /// Ends the call: what it recorded.
     fn finish(mut self) -> Running {
         let previous = self.0.take().unwrap_or_default();
-        RUNNING.with_borrow_mut(|r| std::mem::replace(r, previous))
+        swap(previous)
     }
 }
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
         if let Some(previous) = self.0.take() {
-            RUNNING.with_borrow_mut(|r| *r = previous);
+            swap(previous);
         }
+    }
+}
+
+/// Installs `next` as this thread's running call; answers the one it
+/// replaces, with what that call recorded.
+fn swap(next: Running) -> Running {
+    Running {
+        deadline: DEADLINE.replace(next.deadline),
+        budget: Some(BUDGET_LEFT.replace(next.budget.unwrap_or(u64::MAX))).filter(|b| *b != u64::MAX),
+        operations: OPERATIONS.replace(next.operations),
+        logs: LOGS.with_borrow_mut(|l| std::mem::replace(l, next.logs)),
     }
 }
