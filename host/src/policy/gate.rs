@@ -25,6 +25,7 @@
 //! than it saves.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,6 +66,9 @@ pub struct Gates {
     settings: GateSettings,
     slots: Mutex<HashMap<TenantId, Arc<Semaphore>>>,
     breakers: Mutex<HashMap<(TenantId, String), Breaker>>,
+    /// Whether `breakers` holds anything: while it does not (no call has
+    /// hit its deadline), a call neither locks nor looks it up.
+    any_breaker: AtomicBool,
 }
 
 impl Default for Gates {
@@ -89,7 +93,12 @@ impl Gates {
             0 => default_per_tenant(),
             n => n,
         };
-        Self { settings: GateSettings { per_tenant, ..settings }, slots: Mutex::default(), breakers: Mutex::default() }
+        Self {
+            settings: GateSettings { per_tenant, ..settings },
+            slots: Mutex::default(),
+            breakers: Mutex::default(),
+            any_breaker: AtomicBool::new(false),
+        }
     }
 
     /// How many consecutive deadlines open a breaker (0: never).
@@ -109,6 +118,9 @@ impl Gates {
 
     /// How long the breaker of this tenant's policy version stays open, if it is.
     pub fn breaker_open(&self, tenant: TenantId, version: &str) -> Option<Duration> {
+        if !self.any_breaker.load(Ordering::Acquire) {
+            return None;
+        }
         let breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
         let until = breakers.get(&(tenant, version.to_owned()))?.open_until?;
         until.checked_duration_since(Instant::now())
@@ -117,10 +129,14 @@ impl Gates {
     /// Records a call that ran: a deadline counts towards opening the
     /// breaker, anything else closes it.
     pub fn breaker_record(&self, tenant: TenantId, version: &str, deadline: bool) {
+        if !deadline && !self.any_breaker.load(Ordering::Acquire) {
+            return;
+        }
         let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
         let key = (tenant, version.to_owned());
         if !deadline {
             breakers.remove(&key);
+            self.any_breaker.store(!breakers.is_empty(), Ordering::Release);
             return;
         }
         let after = self.settings.breaker_after;
@@ -128,6 +144,7 @@ impl Gates {
             return;
         }
         let breaker = breakers.entry(key).or_default();
+        self.any_breaker.store(true, Ordering::Release);
         breaker.deadlines += 1;
         if breaker.deadlines >= after {
             breaker.open_until = Some(Instant::now() + BREAKER_OPEN);

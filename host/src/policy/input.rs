@@ -179,10 +179,9 @@ impl PreparedInput {
         Ok(rhai::Dynamic::from_map(map))
     }
 
-    /// The input as the WIT record, with `config` for this call.
-    pub fn wasm(&self, config: &Map<String, Value>) -> super::wasm_engine::bindings::types::PolicyInput {
-        let mut input = self.wasm.get_or_init(|| super::wasm_convert::base(&self.base)).clone();
-        input.config = serde_json::to_string(config).unwrap_or_else(|_| "{}".into());
-        input
+    /// The input as the WIT record, its `config` empty: each call lowers it
+    /// with its own `config` into the guest.
+    pub fn wasm_base(&self) -> &super::wasm_engine::bindings::types::PolicyInput {
+        self.wasm.get_or_init(|| super::wasm_convert::base(&self.base))
     }
 }

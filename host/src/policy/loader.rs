@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -151,10 +151,13 @@ impl Layer {
 }
 
 /// Compiled policies by engine and sha256: identical bytes compile once,
-/// whichever tenants hold them.
+/// whichever tenants hold them, even when tenants load side by side (the
+/// second waits for the first's compile).
 #[derive(Default)]
 pub struct CompileCache {
     entries: Mutex<HashMap<CacheKey, Compiled>>,
+    /// Compilations under way: a load of the same bytes waits on the cell.
+    in_flight: Mutex<HashMap<CacheKey, Arc<InFlight>>>,
     /// Bytes that failed: not compiled again while they stay the same.
     failures: Mutex<HashMap<CacheKey, CompileFailure>>,
     compiles: AtomicU64,
@@ -196,6 +199,9 @@ impl CompileCache {
         entries.retain(|k, _| live.contains(k));
     }
 }
+
+/// A compilation under way: set once, by the load that runs it.
+type InFlight = OnceLock<Result<Compiled, CompileFailure>>;
 
 /// What identifies a compiled policy: the engine, the world it was checked
 /// against, and the sha256 of its bytes.
@@ -261,17 +267,30 @@ pub fn compile(
     if let Some(failure) = cache.failure(&key) {
         return Err(failure);
     }
-    let compiled = compile_uncached(engines, engine, kind, bytes);
-    match compiled {
-        Ok(c) => {
-            cache.insert(key, c.clone());
-            Ok(c)
+    let cell = {
+        let mut in_flight = cache.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        // A compile that ended since the look-up above has left its result
+        // in the cache before leaving `in_flight`.
+        if let Some(hit) = cache.get(&key) {
+            return Ok(hit);
         }
-        Err(f) => {
-            cache.insert_failure(key, f.clone());
-            Err(f)
+        Arc::clone(in_flight.entry(key.clone()).or_default())
+    };
+    let mut first = false;
+    let compiled = cell
+        .get_or_init(|| {
+            first = true;
+            compile_uncached(engines, engine, kind, bytes)
+        })
+        .clone();
+    if first {
+        match &compiled {
+            Ok(c) => cache.insert(key.clone(), c.clone()),
+            Err(f) => cache.insert_failure(key.clone(), f.clone()),
         }
+        cache.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
     }
+    compiled
 }
 
 fn compile_uncached(

@@ -422,8 +422,9 @@ impl Policy {
 
     /// Completes a call with what its engine reported, and counts its cost.
     fn with_ran<T>(&self, input: &PreparedInput, call: Call<T>, ran: Ran) -> Call<T> {
-        let tenant = input.base.tenant_id.to_string();
-        self.calls.metrics.policy_cost(&tenant, self.engine.as_str(), call.duration, ran.fuel, ran.operations);
+        let mut label = uuid::Uuid::encode_buffer();
+        let tenant = input.base.tenant_id.0.hyphenated().encode_lower(&mut label);
+        self.calls.metrics.policy_cost(tenant, self.engine.as_str(), call.duration, ran.fuel, ran.operations);
         Call { tier: ran.tier, fuel: ran.fuel, operations: ran.operations, logs: ran.logs, ..call }
     }
 
@@ -507,7 +508,9 @@ impl Policy {
         }
         self.average_us.store(next, Ordering::Relaxed);
         let outcome = failure.map_or("ok", |f| f.kind.metric_label());
-        self.calls.metrics.policy_call(&tenant.to_string(), &self.name, self.engine.as_str(), elapsed, outcome);
+        let mut label = uuid::Uuid::encode_buffer();
+        let tenant = tenant.0.hyphenated().encode_lower(&mut label);
+        self.calls.metrics.policy_call(tenant, &self.name, self.engine.as_str(), elapsed, outcome);
     }
 
     /// The name, engine and version, as recorded with every decision.

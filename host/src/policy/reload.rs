@@ -62,7 +62,30 @@ impl Registry {
         tenant_ids: &[TenantId],
         global: &Layer,
     ) -> BTreeMap<TenantId, Arc<Layer>> {
-        tenant_ids.iter().filter_map(|id| Some((*id, self.load_tenant(current, *id, global)?))).collect()
+        // Tenants load side by side, one plain thread per core: a cold start
+        // over many tenants is their compilations, and a component compiles
+        // mostly on one core. Plain threads, not rayon's: wasmtime compiles
+        // a component's functions on rayon's pool, and a rayon worker that
+        // waits for another tenant's compile of the same bytes could be the
+        // one running it (see `CompileCache`).
+        let threads = std::thread::available_parallelism().map_or(1, usize::from).min(tenant_ids.len());
+        if threads <= 1 {
+            return tenant_ids.iter().filter_map(|id| Some((*id, self.load_tenant(current, *id, global)?))).collect();
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let loaded = std::sync::Mutex::new(BTreeMap::new());
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    while let Some(id) = tenant_ids.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        if let Some(layer) = self.load_tenant(current, *id, global) {
+                            loaded.lock().unwrap_or_else(|e| e.into_inner()).insert(*id, layer);
+                        }
+                    }
+                });
+            }
+        });
+        loaded.into_inner().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A tenant's layer as it should serve, or `None` when its folder is gone.

@@ -160,9 +160,9 @@ impl RhaiPolicy {
     /// Reads a criterion's output: an array of user ids (strings), or of
     /// `#{id, note}` maps.
     pub fn criterion_output(out: Dynamic, limits: &Limits) -> Result<Vec<Candidate>, PolicyFailure> {
-        let Some(items) = out.clone().try_cast::<rhai::Array>() else {
-            return Err(bad_output(format!("a criterion must return an array of user ids, got {}", out.type_name())));
-        };
+        let items = out.try_cast_result::<rhai::Array>().map_err(|out| {
+            bad_output(format!("a criterion must return an array of user ids, got {}", out.type_name()))
+        })?;
         if items.len() > limits.max_candidates {
             return Err(PolicyFailure::new(
                 FailureKind::OutputTooLarge,
@@ -187,14 +187,15 @@ fn candidate(i: usize, item: Dynamic) -> Result<Candidate, PolicyFailure> {
     if item.is_string() {
         return Ok(Candidate { commerce_user_id: item.to_string(), note: None });
     }
-    if let Some(map) = item.clone().try_cast::<rhai::Map>() {
+    let type_name = item.type_name();
+    if let Ok(map) = item.try_cast_result::<rhai::Map>() {
         let id = map.get("id").filter(|d| d.is_string()).map(ToString::to_string);
         let note = map.get("note").filter(|d| d.is_string()).map(ToString::to_string);
         if let Some(commerce_user_id) = id {
             return Ok(Candidate { commerce_user_id, note });
         }
     }
-    Err(bad_output(format!("candidate {i} must be a user id string or #{{id, note}}, got {}", item.type_name())))
+    Err(bad_output(format!("candidate {i} must be a user id string or #{{id, note}}, got {type_name}")))
 }
 
 fn bad_output(message: String) -> PolicyFailure {

@@ -32,10 +32,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, watch};
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, ComponentType, HasSelf, Lift, Linker, Lower, TypedFunc};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, ResourceLimiter, Store, Strategy,
-    Trap, UpdateDeadline,
+    Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, ResourceLimiter, Store,
+    Strategy, Trap, UpdateDeadline,
 };
 
 use super::input::PreparedInput;
@@ -299,7 +299,9 @@ impl WasmEngine {
                     .map_err(|e| format!("does not implement the attribute world: {}", root_cause(&e)))?,
             ),
         };
-        Ok(Code { tier, world, wit_version })
+        let resolve =
+            component.get_export_index(None, "resolve").ok_or_else(|| "does not export `resolve`".to_owned())?;
+        Ok(Code { tier, world, wit_version, resolve, signature_checked: AtomicBool::new(false) })
     }
 
     /// Queues the Cranelift compilation of a policy serving on Winch's code.
@@ -339,6 +341,9 @@ impl Compiler {
             // than the policy itself. Guests built with a small stack (the SDK
             // uses 64 KiB) touch little beyond these 256 KiB.
             .linear_memory_keep_resident(256 << 10)
+            // Where the kernel can say which pages a call wrote (Linux 6.7+),
+            // reset only those: most of the first 256 KiB is never touched.
+            .pagemap_scan(Enabled::Auto)
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(128 << 10);
         let mut config = Config::new();
@@ -421,12 +426,43 @@ enum World {
     Attribute(bindings::attribute::AttributePre<CallState>),
 }
 
+impl World {
+    fn instance_pre(&self) -> &wasmtime::component::InstancePre<CallState> {
+        match self {
+            World::Criterion(pre) => pre.instance_pre(),
+            World::Attribute(pre) => pre.instance_pre(),
+        }
+    }
+}
+
+/// The policy input as a call lowers it into the guest: the request's WIT
+/// record (converted once per request) and this call's `config`, borrowed,
+/// so that no call copies the input on the host before copying it into the
+/// guest. Its component type is `policy-input`'s: the bindings' check of
+/// `resolve` at load ([`bindings::criterion::CriterionPre::new`]) and the
+/// check of this type at each call ([`Func::typed`]) both hold.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct InputRef<'a> {
+    #[component(name = "tenant-id")]
+    tenant_id: &'a str,
+    activity: &'a wit::Activity,
+    commerce: &'a wit::Commerce,
+    history: &'a [wit::HistoryEntry],
+    config: &'a str,
+}
+
 /// One tier's code of a component, pre-linked against that tier's engine.
 struct Code {
     tier: WasmTier,
     world: World,
     /// `0.1` or `0.2`: the contract version the component was built for.
     wit_version: &'static str,
+    /// The `resolve` export.
+    resolve: ComponentExportIndex,
+    /// Whether a call checked `resolve`'s signature against [`InputRef`]
+    /// and the world's result (the first call does).
+    signature_checked: AtomicBool,
 }
 
 /// A compiled, pre-linked component. Its code is swapped in one store when
@@ -553,19 +589,13 @@ impl WasmPolicy {
         limits: &Limits,
     ) -> WasmRun<Vec<Candidate>> {
         let code = self.code.load_full();
-        let World::Criterion(pre) = &code.world else {
+        let World::Criterion(_) = &code.world else {
             return WasmRun::failed(
                 PolicyFailure::new(FailureKind::Trap, "this component is not a criterion"),
                 code.tier,
             );
         };
-        let wit_input = input.wasm(config);
-        self.call(code.tier, limits, async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance.call_resolve(store, &wit_input).await
-        })
-        .await
-        .map(|cs| {
+        self.call::<Vec<wit::Candidate>>(&code, input, config, limits).await.map(|cs| {
             Ok(cs.into_iter().map(|c| Candidate { commerce_user_id: c.commerce_user_id, note: c.note }).collect())
         })
     }
@@ -578,17 +608,11 @@ impl WasmPolicy {
         limits: &Limits,
     ) -> WasmRun<Option<Value>> {
         let code = self.code.load_full();
-        let World::Attribute(pre) = &code.world else {
+        let World::Attribute(_) = &code.world else {
             let failure = PolicyFailure::new(FailureKind::Trap, "this component is not an attribute resolver");
             return WasmRun::failed(failure, code.tier);
         };
-        let wit_input = input.wasm(config);
-        self.call(code.tier, limits, async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance.call_resolve(store, &wit_input).await
-        })
-        .await
-        .map(|text| {
+        self.call::<Option<String>>(&code, input, config, limits).await.map(|text| {
             let Some(text) = text else { return Ok(None) };
             if text.len() > limits.max_output_bytes {
                 return Err(PolicyFailure::new(
@@ -607,12 +631,47 @@ impl WasmPolicy {
     /// wrong (the policy's own error, a trap, the deadline, the memory cap).
     async fn call<T>(
         &self,
-        tier: WasmTier,
+        code: &Code,
+        input: &PreparedInput,
+        config: &Map<String, Value>,
         limits: &Limits,
-        run: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<Result<T, wit::PolicyError>>,
-    ) -> WasmRun<T> {
+    ) -> WasmRun<T>
+    where
+        T: Lift + Send + Sync + 'static,
+    {
+        let tier = code.tier;
         let Ok(_slot) = self.engine.slots.acquire().await else { return WasmRun::failed(shutting_down(), tier) };
+        let base = input.wasm_base();
+        let config = serde_json::to_string(config).unwrap_or_else(|_| "{}".into());
+        let arg = InputRef {
+            tenant_id: &base.tenant_id,
+            activity: &base.activity,
+            commerce: &base.commerce,
+            history: &base.history,
+            config: &config,
+        };
         let mut call = self.start(tier, limits);
+        let run = async |store: &mut Store<CallState>| -> wasmtime::Result<Result<T, wit::PolicyError>> {
+            let instance = code.world.instance_pre().instantiate_async(&mut *store).await?;
+            let resolve = instance
+                .get_func(&mut *store, code.resolve)
+                .ok_or_else(|| wasmtime::format_err!("the component does not export `resolve`"))?;
+            let resolve = if code.signature_checked.load(Ordering::Relaxed) {
+                // SAFETY: a call of this same code (the same component, so the
+                // same types) checked this signature with `typed` before; a
+                // code serves one world, so `T` is the same for every call.
+                #[allow(unsafe_code)]
+                unsafe {
+                    TypedFunc::<(InputRef<'_>,), (Result<T, wit::PolicyError>,)>::new_unchecked(resolve)
+                }
+            } else {
+                let typed = resolve.typed::<(InputRef<'_>,), (Result<T, wit::PolicyError>,)>(&*store)?;
+                code.signature_checked.store(true, Ordering::Relaxed);
+                typed
+            };
+            let (out,) = resolve.call_async(&mut *store, (arg,)).await?;
+            Ok(out)
+        };
         let result = match run(&mut call.store).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(policy_error(e)),

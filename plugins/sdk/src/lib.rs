@@ -41,12 +41,19 @@
 // same paths work here and in the policy crates that expand the export macros.
 extern crate self as reten_policy_sdk;
 
+#[cfg(any(target_arch = "wasm32", test))]
+mod arena;
 pub mod bindings;
 mod helpers;
 pub mod log;
 pub mod testing;
 
 pub use serde_json;
+
+/// The heap of a policy built for wasm32: a bump arena (the `arena` module).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: arena::Arena = arena::Arena::new();
 
 pub use bindings::types::{
     Activity, ActivityType, Address, Candidate, Channel, Commerce, CommerceUser, Contact, ContactType, ErrorKind,

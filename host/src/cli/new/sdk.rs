@@ -14,6 +14,7 @@ use sha2::{Digest as _, Sha256};
 const SDK_FILES: &[(&str, &str)] = &[
     ("reten-policy-sdk/Cargo.toml", include_str!("../templates/sdk.Cargo.toml")),
     ("reten-policy-sdk/src/lib.rs", include_str!("../../../../plugins/sdk/src/lib.rs")),
+    ("reten-policy-sdk/src/arena.rs", include_str!("../../../../plugins/sdk/src/arena.rs")),
     ("reten-policy-sdk/src/bindings.rs", include_str!("../../../../plugins/sdk/src/bindings.rs")),
     ("reten-policy-sdk/src/helpers.rs", include_str!("../../../../plugins/sdk/src/helpers.rs")),
     ("reten-policy-sdk/src/log.rs", include_str!("../../../../plugins/sdk/src/log.rs")),
