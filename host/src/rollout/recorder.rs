@@ -107,6 +107,13 @@ async fn record(pool: &PgPool, registry: &Registry, scope: Scope, found: Found) 
         return Ok(());
     }
     let layer_dir = registry.root().join(scope.rel_dir());
+    if !folder_holds(&layer_dir, scope, &manifest) {
+        // A file was added, changed or removed since this set was loaded (a
+        // replica's start-up set read before an edit another replica has
+        // recorded already): the reload that sees the folder records it.
+        tracing::debug!(scope = %payload(scope), "the folder no longer holds the serving set");
+        return Ok(());
+    }
     let (contents, complete) =
         missing_contents(&mut tx, scope, &manifest, |path| std::fs::read(layer_dir.join(path)).ok()).await?;
     if !complete {
@@ -135,4 +142,37 @@ async fn record(pool: &PgPool, registry: &Registry, scope: Scope, found: Found) 
     tx.commit().await?;
     tracing::info!(scope = %payload(scope), set_sha256 = %digest, revision = number, recorded = true, "policy set checked");
     Ok(())
+}
+
+/// Whether a layer's folder holds exactly `manifest` now: the same files,
+/// with the same contents, and no other.
+fn folder_holds(dir: &std::path::Path, scope: Scope, manifest: &Manifest) -> bool {
+    crate::policy::set::read_folder(dir, scope).is_ok_and(|set| crate::policy::set::manifest(&set) == *manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replica that loaded a tenant's folder before a file was written
+    /// into it must not record its older set once another replica has
+    /// recorded the new one (seen in `it replicas` as a DELETED revision
+    /// between two ADDED ones).
+    #[test]
+    fn a_set_the_folder_no_longer_holds_is_not_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let scope = Scope::Tenant(crate::domain::TenantId::new());
+        assert!(folder_holds(dir.path(), scope, &Manifest::new()), "an empty folder holds the empty set");
+        std::fs::create_dir_all(dir.path().join("criteria")).unwrap();
+        std::fs::write(dir.path().join("criteria/pick.rhai"), "fn resolve(input) { [] }").unwrap();
+        assert!(!folder_holds(dir.path(), scope, &Manifest::new()), "a file was added since");
+        let set = crate::policy::set::read_folder(dir.path(), scope).unwrap();
+        let manifest = crate::policy::set::manifest(&set);
+        assert!(folder_holds(dir.path(), scope, &manifest));
+        std::fs::write(dir.path().join("criteria/pick.rhai"), "fn resolve(input) { [1] }").unwrap();
+        assert!(!folder_holds(dir.path(), scope, &manifest), "a file changed since");
+        std::fs::write(dir.path().join("criteria/pick.rhai"), "fn resolve(input) { [] }").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not part of a set").unwrap();
+        assert!(folder_holds(dir.path(), scope, &manifest), "files outside the set do not count");
+    }
 }
