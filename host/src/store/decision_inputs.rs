@@ -185,11 +185,6 @@ const WINDOW_COLUMNS: &str = "a.id, a.created_at, a.type, a.channel, a.reason, a
 /// newest first).
 pub type Cursor = (DateTime<Utc>, ActivityId);
 
-/// The select of a page of a window, newest first.
-static PAGE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!("SELECT {WINDOW_COLUMNS} {WINDOW_FROM} ORDER BY a.created_at DESC, a.id DESC LIMIT $7")
-});
-
 /// Up to `n` activities of the window after `cursor`, newest first: pages
 /// of short statements, so a long replay holds no snapshot, no statement
 /// open and no connection between pages.
@@ -200,7 +195,10 @@ pub async fn page(
     cursor: Option<Cursor>,
     n: i64,
 ) -> Result<Vec<WindowRow>, sqlx::Error> {
-    sqlx::query_as::<_, WindowRow>(PAGE_SQL.as_str())
+    // Formatted per page (a page is up to a thousand activities): nothing
+    // kept process-wide.
+    let sql = format!("SELECT {WINDOW_COLUMNS} {WINDOW_FROM} ORDER BY a.created_at DESC, a.id DESC LIMIT $7");
+    sqlx::query_as::<_, WindowRow>(&sql)
         .bind(tenant)
         .bind(w.since)
         .bind(w.until)

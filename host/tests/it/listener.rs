@@ -10,22 +10,7 @@ use reten_host::rollout::listener::APPLICATION_NAME;
 use sqlx::PgPool;
 
 use crate::policy_changes::PICK_OWNER;
-use crate::support::{TestApp, sha, write};
-
-/// Polls `cond` every 20 ms; fails after 20 s.
-async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    let done = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            tick.tick().await;
-            if cond().await {
-                return;
-            }
-        }
-    })
-    .await;
-    done.unwrap_or_else(|_| panic!("timed out waiting for {what}"));
-}
+use crate::support::{TestApp, sha, until, write};
 
 /// Whether the listener's connection is open and listening.
 async fn listening(pool: &PgPool) -> bool {

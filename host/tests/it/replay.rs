@@ -3,7 +3,6 @@
 //! checked against numbers the test works out from the stored rows itself.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use reten_host::demo::{self, DEMO_TENANT};
@@ -86,16 +85,15 @@ async fn replay(app: &TestApp, tenant: TenantId, body: &Value) -> Value {
     let started = app.post(tenant, "/api/policies/replays", body).await;
     started.assert_status(StatusCode::ACCEPTED);
     let id = started.body["id"].as_str().unwrap().to_owned();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let mut last = Value::Null;
+    crate::support::until("the replay to end", async || {
         let res = app.get(tenant, &format!("/api/policies/replays/{id}")).await;
         res.assert_status(StatusCode::OK);
-        if res.body["status"] != "RUNNING" {
-            return res.body;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the replay did not end within a minute: {}", res.body);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        last = res.body;
+        last["status"] != "RUNNING"
+    })
+    .await;
+    last
 }
 
 /// The stored target user of each of the tenant's activities.
@@ -334,11 +332,10 @@ async fn the_cli_replay_reports_what_the_api_replay_reports(pool: PgPool) {
     // The recorder records the demo's set as its revision 1: the live set
     // the command line replays against.
     let _tasks = reten_host::rollout::Tasks::spawn(&app.pool, &app.state.registry, Default::default());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while app.get(DEMO_TENANT, "/api/policies/revisions").await.body["meta"]["total"] == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "revision 1 was not recorded within a minute");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::until("revision 1 to be recorded", async || {
+        app.get(DEMO_TENANT, "/api/policies/revisions").await.body["meta"]["total"] != 0
+    })
+    .await;
     create_many(&app, 30).await;
 
     // The candidate: the demo's folder with its criteria swapped.

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::http1;
 use crate::policy_changes::{PICK_OWNER, PICK_REP, USES_PICK};
-use crate::support::{SECRET, TestApp, admin_token, seed_body, sha, write};
+use crate::support::{SECRET, TestApp, admin_token, seed_body, sha, until, write};
 
 /// A running `reten serve` and everything it logged.
 struct Replica {
@@ -103,23 +103,6 @@ impl Replica {
             .iter()
             .any(|e| e["message"] == "policy set checked" && e["scope"] == tenant && e["set_sha256"] == set_sha256)
     }
-}
-
-/// Polls `cond` every 10 ms; fails after 20 s. Returns how long it took.
-async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let done = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            tick.tick().await;
-            if cond().await {
-                return;
-            }
-        }
-    })
-    .await;
-    done.unwrap_or_else(|_| panic!("timed out waiting for {what}"));
-    started.elapsed()
 }
 
 fn database_url(pool: &PgPool) -> String {

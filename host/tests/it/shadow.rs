@@ -33,16 +33,15 @@ async fn put_shadow(app: &TestApp, body: &Value) -> crate::support::TestResponse
 
 /// Waits until the shadow summary satisfies `done`.
 async fn summary_when(app: &TestApp, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let mut last = Value::Null;
+    crate::support::until(what, async || {
         let res = app.get(DEMO_TENANT, "/api/policies/shadow").await;
         res.assert_status(StatusCode::OK);
-        if done(&res.body) {
-            return res.body;
-        }
-        assert!(Instant::now() < deadline, "{what} within a minute: {}", res.body);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        last = res.body;
+        done(&last)
+    })
+    .await;
+    last
 }
 
 #[sqlx::test(migrator = "reten_host::store::MIGRATOR")]

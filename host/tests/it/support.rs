@@ -485,3 +485,21 @@ impl TestApp {
         self.dispatcher = Some(reten_host::dispatch::worker::Dispatcher::spawn(parts));
     }
 }
+
+/// Polls `cond` every 10 ms until it holds; fails naming `what` after a
+/// minute. Returns how long it took.
+pub async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+    let done = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            tick.tick().await;
+            if cond().await {
+                return;
+            }
+        }
+    })
+    .await;
+    done.unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    started.elapsed()
+}
