@@ -9,17 +9,15 @@
 //! does not build wit-bindgen again; `CARGO_NET_OFFLINE` holds it to what the
 //! machine's cargo cache has, as the scaffold promises.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::http1;
-use crate::support::{SECRET, TestApp, admin_token, copy_dir, repo_policies, seed_body};
+use crate::replicas::{database_url, replica};
+use crate::support::{TestApp, copy_dir, repo_policies, seed_body};
 
 /// Step 2's edit: the active user whose name sorts first, whatever the roles.
 const FIRST_NAME_RS: &str = r#"//! FIRST_NAME: the active user whose name sorts first.
@@ -98,75 +96,6 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A `reten serve` on `policies`, watching it.
-struct Server {
-    _child: tokio::process::Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    async fn start(pool: &PgPool, policies: &Path) -> Self {
-        let database = pool.connect_options().get_database().unwrap().to_owned();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reten"))
-            .arg("serve")
-            .env("DATABASE_URL", format!("postgres://postgres@127.0.0.1:5432/{database}"))
-            .env("RETEN_LISTEN", "127.0.0.1:0")
-            .env("RETEN_POLICIES_DIR", policies)
-            .env("RETEN_JWT_SECRET", SECRET)
-            .env_remove("RETEN_JWT_PUBLIC_KEY")
-            .env("RETEN_POLICY_DEBOUNCE_MS", "20")
-            .env("RETEN_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                if event["message"] == "serving" {
-                    return event["addr"].as_str().expect("the serving line names its address").parse().unwrap();
-                }
-            }
-            panic!("reten serve ended before serving");
-        })
-        .await
-        .expect("reten serve started within a minute");
-        // Keep reading: a closed pipe would end the server.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { _child: child, addr }
-    }
-
-    /// Sends a request as the tenant's admin.
-    async fn post(&self, tenant: reten_host::domain::TenantId, path: &str, body: &Value) -> (u16, Value) {
-        let bearer = format!("Bearer {}", admin_token(tenant));
-        let tenant = tenant.to_string();
-        let headers = [
-            ("authorization", bearer.as_str()),
-            ("x-tenant-id", tenant.as_str()),
-            ("content-type", "application/json"),
-        ];
-        let body = body.to_string();
-        let res = http1::send(self.addr, "POST", path, &headers, Some(body.as_bytes()), Duration::from_secs(30))
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-        (res.status, res.json())
-    }
-
-    async fn get(&self, tenant: reten_host::domain::TenantId, path: &str) -> Value {
-        let bearer = format!("Bearer {}", admin_token(tenant));
-        let tenant = tenant.to_string();
-        let headers = [("authorization", bearer.as_str()), ("x-tenant-id", tenant.as_str())];
-        let res = http1::send(self.addr, "GET", path, &headers, None, Duration::from_secs(30))
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        assert_eq!(res.status, 200, "GET {path}: {}", res.json());
-        res.json()
-    }
-}
-
 #[sqlx::test(migrations = "../migrations")]
 async fn the_readmes_five_commands_take_a_new_wasm_criterion_from_scaffold_to_deciding_a_create(pool: PgPool) {
     // A tenant with the standard commerce, whose folder a running server watches.
@@ -177,7 +106,8 @@ async fn the_readmes_five_commands_take_a_new_wasm_criterion_from_scaffold_to_de
     copy_dir(&repo_policies(), policies.path());
     let tenant_dir = policies.path().join("tenants").join(tenant.to_string());
     std::fs::create_dir_all(&tenant_dir).unwrap();
-    let server = Server::start(&pool, policies.path()).await;
+    let server = replica(&database_url(&pool), policies.path(), &[]).await;
+    let t = tenant.to_string();
     let work = tempfile::tempdir().unwrap();
     let repository = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().canonicalize().unwrap();
     assert!(!work.path().canonicalize().unwrap().starts_with(&repository), "the author works outside the repository");
@@ -215,7 +145,7 @@ async fn the_readmes_five_commands_take_a_new_wasm_criterion_from_scaffold_to_de
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         loop {
             tick.tick().await;
-            let (status, preview) = server.post(tenant, "/api/activities/preview", &body).await;
+            let (status, preview) = server.call("POST", "/api/activities/preview", &t, Some(&body)).await;
             if status == 200 && preview["targetUsers"][0]["criterionType"] == "FIRST_NAME" {
                 return;
             }
@@ -224,14 +154,16 @@ async fn the_readmes_five_commands_take_a_new_wasm_criterion_from_scaffold_to_de
     .await;
     assert!(serving.is_ok(), "the deployed criterion did not start serving within 30 s");
 
-    let (status, created) = server.post(tenant, "/api/activities", &body).await;
+    let (status, created) = server.call("POST", "/api/activities", &t, Some(&body)).await;
     assert_eq!(status, 201, "{created}");
     let target = &created["targetUsers"][0];
     assert_eq!(target["commerceUserId"], ana.as_str(), "Ana Diaz sorts first: {target}");
     assert_eq!(target["criterionType"], "FIRST_NAME");
     assert_eq!(target["policyName"], "first_name");
     assert_eq!(target["policyEngine"], "WASM");
-    let stored = server.get(tenant, &format!("/api/activities/{}", created["id"].as_str().unwrap())).await;
+    let (status, stored) =
+        server.call("GET", &format!("/api/activities/{}", created["id"].as_str().unwrap()), &t, None).await;
+    assert_eq!(status, 200, "{stored}");
     let step = &stored["resolutionTrace"]["target"]["criteria"][0];
     assert_eq!(step["type"], "FIRST_NAME", "{step}");
     assert_eq!(step["candidates"][0]["note"], "first by name", "{step}");

@@ -17,14 +17,14 @@ use crate::policy_changes::{PICK_OWNER, PICK_REP, USES_PICK};
 use crate::support::{SECRET, TestApp, admin_token, seed_body, sha, until, write};
 
 /// A running `reten serve` and everything it logged.
-struct Replica {
+pub(crate) struct Replica {
     _child: tokio::process::Child,
     addr: SocketAddr,
     logs: Arc<Mutex<Vec<Value>>>,
 }
 
 /// Starts `reten serve` on `policies` and waits until it serves.
-async fn replica(database_url: &str, policies: &std::path::Path, env: &[(&str, &str)]) -> Replica {
+pub(crate) async fn replica(database_url: &str, policies: &std::path::Path, env: &[(&str, &str)]) -> Replica {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_reten"));
     command
         .arg("serve")
@@ -70,7 +70,7 @@ async fn replica(database_url: &str, policies: &std::path::Path, env: &[(&str, &
 
 impl Replica {
     /// Sends a request as the tenant's admin.
-    async fn call(&self, method: &str, path: &str, tenant: &str, body: Option<&Value>) -> (u16, Value) {
+    pub(crate) async fn call(&self, method: &str, path: &str, tenant: &str, body: Option<&Value>) -> (u16, Value) {
         let bearer = format!("Bearer {}", admin_token(reten_host::domain::TenantId::parse(tenant).unwrap()));
         let headers =
             [("authorization", bearer.as_str()), ("x-tenant-id", tenant), ("content-type", "application/json")];
@@ -105,7 +105,7 @@ impl Replica {
     }
 }
 
-fn database_url(pool: &PgPool) -> String {
+pub(crate) fn database_url(pool: &PgPool) -> String {
     let database = pool.connect_options().get_database().unwrap().to_owned();
     format!("postgres://postgres@127.0.0.1:5432/{database}")
 }
