@@ -145,6 +145,8 @@ async fn the_pgbench_script_replays_exactly_the_statements_of_a_create(pool: PgP
     // attribute and event, but for ids, key and times; and it moves the
     // targeted user's history to itself.
     let key = format!("replayed-{}", Uuid::new_v4());
+    // record_create may have sent its create more than once.
+    let events_before = app.count("activity_status_events").await;
     let mut conn = app.pool.acquire().await.unwrap();
     for statement in &transactions[0] {
         let sql = statement.replace(pgbench::KEY, &format!("'{key}'"));
@@ -161,7 +163,7 @@ async fn the_pgbench_script_replays_exactly_the_statements_of_a_create(pool: PgP
         stored(&app.pool, activity).await,
         "the replay must write what the create wrote"
     );
-    assert_eq!(app.count("activity_status_events").await, 3);
+    assert_eq!(app.count("activity_status_events").await, events_before + 1, "the replay adds one event");
     let history: i64 = sqlx::query_scalar("SELECT count(*) FROM commerce_user_last_targets WHERE activity_id = $1")
         .bind(replayed)
         .fetch_one(&app.pool)
