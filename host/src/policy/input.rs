@@ -91,6 +91,28 @@ pub fn decode_stored(bytes: &[u8]) -> Result<BaseInput, String> {
     Ok(BaseInput { tenant_id: s.tenant_id, activity: s.activity, commerce: Arc::new(s.commerce), history: s.history })
 }
 
+/// A JSON value as Rhai sees it: what `rhai::serde::to_dynamic` makes of
+/// it, without going through serde (a call converts its `config` this way).
+/// Integers that fit an `i64` are integers, the rest floats; `null` is `()`.
+pub fn rhai_value(value: &Value) -> rhai::Dynamic {
+    match value {
+        Value::Null => rhai::Dynamic::UNIT,
+        Value::Bool(b) => rhai::Dynamic::from_bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => rhai::Dynamic::from_int(i),
+            // A u64 beyond i64, or a float (as `to_dynamic` converts both).
+            None => rhai::Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => rhai::Dynamic::from(rhai::ImmutableString::from(s.as_str())),
+        Value::Array(items) => rhai::Dynamic::from_array(items.iter().map(rhai_value).collect()),
+        Value::Object(map) => rhai::Dynamic::from_map(rhai_map(map)),
+    }
+}
+
+fn rhai_map(map: &Map<String, Value>) -> rhai::Map {
+    map.iter().map(|(k, v)| (k.as_str().into(), rhai_value(v))).collect()
+}
+
 /// A request's policy input, with the engine conversions cached.
 #[derive(Debug)]
 pub struct PreparedInput {
@@ -174,8 +196,7 @@ impl PreparedInput {
             .as_ref()
             .map_err(Clone::clone)?;
         let mut map = base.clone();
-        let config = rhai::serde::to_dynamic(config).map_err(|e| e.to_string())?;
-        map.insert("config".into(), config);
+        map.insert("config".into(), rhai::Dynamic::from_map(rhai_map(config)));
         Ok(rhai::Dynamic::from_map(map))
     }
 
@@ -183,5 +204,27 @@ impl PreparedInput {
     /// with its own `config` into the guest.
     pub fn wasm_base(&self) -> &super::wasm_engine::bindings::types::PolicyInput {
         self.wasm.get_or_init(|| super::wasm_convert::base(&self.base))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_converts_to_rhai_as_serde_would() {
+        let value = serde_json::json!({
+            "role": "COMMERCE_REP", "n": 3, "neg": -7, "big": u64::MAX, "f": 1.5, "t": true, "none": null,
+            "list": [1, "two", [3.25], {"k": false}], "nested": {"a": {"b": "c"}}, "empty": {}, "": ""
+        });
+        let ours = rhai_value(&value);
+        let serde = rhai::serde::to_dynamic(&value).unwrap();
+        // Same types and values, compared through their debug forms (which
+        // carry the type: `3` vs `3.0`, `()` vs `""`).
+        assert_eq!(format!("{ours:?}"), format!("{serde:?}"));
+        let back: Value = rhai::serde::from_dynamic(&ours).unwrap();
+        let mut expected = value.clone();
+        expected["big"] = serde_json::json!(u64::MAX as f64);
+        assert_eq!(back, expected);
     }
 }

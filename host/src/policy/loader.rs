@@ -468,6 +468,7 @@ fn load_policy(
         average_us: Default::default(),
         stamp,
         calls: Arc::clone(ctx.calls),
+        meters: Default::default(),
     }))
 }
 
