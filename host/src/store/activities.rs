@@ -106,9 +106,14 @@ WITH a AS (
   INSERT INTO decision_inputs (tenant_id, activity_id, stage, recorded_at, input)
   SELECT a.tenant_id, a.id, 'CREATE', a.created_at, $25::bytea FROM a WHERE $25::bytea IS NOT NULL
 ), n AS (
-  -- A due activity wakes the dispatchers (store::dispatch::WAKE_CHANNEL) at commit.
+  -- A due activity that a dispatcher would send (its tenant has an active
+  -- config for its channel) wakes the dispatchers (store::dispatch::WAKE_CHANNEL)
+  -- at commit. Others notify nobody: a NOTIFY serialises the commits of every
+  -- notifying transaction, and wakes a claim that would find nothing.
   SELECT pg_notify('reten_dispatch', a.tenant_id::text) FROM a
   WHERE a.status = 'READY' AND a.scheduled_at <= now()
+    AND EXISTS (SELECT 1 FROM dispatch_configs c
+                WHERE c.tenant_id = a.tenant_id AND c.channel = a.channel AND c.is_active)
 )
 SELECT id, (SELECT count(*) FROM n) AS woken FROM a
 "#;

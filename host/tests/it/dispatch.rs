@@ -278,3 +278,31 @@ async fn a_receiver_that_hangs_past_the_timeout_counts_as_a_failed_attempt(pool:
     assert_eq!(events[1]["errorCode"], "TIMEOUT");
     assert_eq!(app.state.dispatch.metrics.attempts(tenant, "WHATSAPP", "timeout"), 1);
 }
+
+/// Only a create that a dispatcher would send wakes the dispatchers: a due
+/// activity whose tenant has no active config for its channel commits
+/// without a `NOTIFY` (which would serialise it with every other notifying
+/// commit and wake a claim that finds nothing).
+#[sqlx::test(migrations = "../migrations")]
+async fn only_a_create_a_dispatcher_would_send_wakes_the_dispatchers(pool: PgPool) {
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
+    listener.listen(reten_host::store::dispatch::WAKE_CHANNEL).await.unwrap();
+    let mut app = TestApp::new(pool).await;
+    app.set_dispatch(local(2_000, 1_000, 3), Some(SECRETS_KEY));
+    let receiver = Receiver::start(Answer::Accept).await;
+    let (quiet, quiet_commerce) = app.seeded("quiet").await;
+    let (sending, sending_commerce) = app.seeded("sending").await;
+    // The quiet tenant sends e-mail only; the create below is a WhatsApp message.
+    webhook(&app, quiet, "EMAIL", &receiver).await;
+    webhook(&app, sending, "WHATSAPP", &receiver).await;
+
+    let res = app.create_activity(quiet, &seed_body(quiet_commerce, "quiet-1")).await;
+    res.assert_status(StatusCode::CREATED);
+    assert_eq!(res.body["status"], "READY", "a due activity: {:#}", res.body);
+    let res = app.create_activity(sending, &seed_body(sending_commerce, "sending-1")).await;
+    res.assert_status(StatusCode::CREATED);
+
+    // Notifications arrive in commit order: the first is the second create's.
+    let first = tokio::time::timeout(Duration::from_secs(10), listener.recv()).await.expect("a wake").unwrap();
+    assert_eq!(first.payload(), sending.to_string(), "the quiet tenant's create notified");
+}
