@@ -56,6 +56,7 @@ impl App {
         let options = RegistryOptions {
             wasm_cache_dir: wasm_cache_dir(args.wasm_cache_dir.as_deref()),
             wasm_baseline_tier: args.wasm_baseline,
+            wasm_compile_on_first_use: args.wasm_baseline && !args.wasm_compile_before_ready,
             calls,
             ..RegistryOptions::default()
         };

@@ -75,6 +75,13 @@ pub struct RegistryOptions {
     /// Serve new Wasm components on Winch's code while Cranelift compiles
     /// them in the background (see [`super::wasm_engine`]).
     pub wasm_baseline_tier: bool,
+    /// With the baseline tier: the start-up's load checks Wasm components
+    /// the compile cache does not hold without compiling them, so the
+    /// registry is ready once its folders are read; each compiles on its
+    /// first call or on the background compiler (see
+    /// [`super::wasm_engine::WasmEngine::defer_compiles`]). Later loads
+    /// always compile before they serve.
+    pub wasm_compile_on_first_use: bool,
     /// What every policy call shares: the per-tenant gates and breakers, and
     /// the metrics (the app's own, also in its state).
     pub calls: Arc<super::CallContext>,
@@ -146,7 +153,9 @@ impl Registry {
         let guard = registry.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         // Winch first on every core; Cranelift's background work after.
         registry.engines.wasm.hold_background(true);
+        registry.engines.wasm.defer_compiles(registry.options.wasm_compile_on_first_use);
         let (global, tenants, folder_errors) = registry.read_all(&registry.state.load_full());
+        registry.engines.wasm.defer_compiles(false);
         registry.publish(&registry.state.load_full(), global, tenants, folder_errors, true);
         registry.engines.wasm.hold_background(false);
         drop(guard);

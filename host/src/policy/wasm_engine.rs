@@ -17,17 +17,21 @@
 //! Tiers: wasmtime has no tiering of its own, so the host keeps two engines.
 //! With a baseline tier, a new component serves on Winch's code (compiled in
 //! milliseconds) while one background thread compiles it with Cranelift and
-//! swaps the optimised code in, per component, in one atomic store; a start
-//! with 500 new components is ready in seconds instead of a minute. The
-//! compile cache ([`super::wasm_cache`]) keeps Cranelift's code, so a restart
-//! serves optimised code at once.
+//! swaps the optimised code in, per component, in one atomic store. At
+//! start-up a component is not even compiled before it serves: it is checked
+//! (it validates, imports only what is granted, exports `resolve`) and
+//! compiles with Winch on its first call or on the background thread,
+//! whichever comes first ([`WasmEngine::defer_compiles`]), so a start with 500
+//! new components is ready once its folders are read. The compile cache
+//! ([`super::wasm_cache`]) keeps Cranelift's code, so a restart serves
+//! optimised code at once.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, watch};
@@ -91,6 +95,9 @@ const LOG_INTERFACE: &str = "reten:policy/log@0.2.0";
 
 /// How many policy calls may hold an instance at once: the size of the pool.
 const POOL_SLOTS: u32 = 256;
+/// How many unused slots of the pool stay warm (resident) for a component
+/// whose calls may come back, per engine.
+const WARM_SLOTS: u32 = 16;
 /// How often the epoch advances: the granularity of deadlines and yields.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 
@@ -143,6 +150,14 @@ pub struct WasmEngine {
     /// While true, the background compiler waits: a start-up's Winch
     /// compilations get every core first.
     held: (std::sync::Mutex<bool>, std::sync::Condvar),
+    /// While true (a start-up's load), a component the compile cache does
+    /// not hold is checked but not compiled: it compiles on its first call
+    /// or on the background compiler, whichever comes first.
+    defer: AtomicBool,
+    /// Compilations that calls wait for (a deferred policy's first call),
+    /// at most one per core: a burst of first calls queues here rather than
+    /// compiling on every blocking thread at once.
+    compiling: Semaphore,
 }
 
 impl WasmEngine {
@@ -183,6 +198,8 @@ impl WasmEngine {
             background,
             promoted_tx: watch::channel(0).0,
             held: Default::default(),
+            defer: AtomicBool::new(false),
+            compiling: Semaphore::new(std::thread::available_parallelism().map_or(1, usize::from)),
         }))
     }
 
@@ -210,10 +227,13 @@ impl WasmEngine {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
             return self.policy(WasmTier::Optimized, &component, kind);
         }
+        if self.baseline.is_some() && self.defer.load(Ordering::Relaxed) {
+            return self.deferred(bytes, sha, kind);
+        }
         if self.baseline.is_some() {
             match self.compile_tier(WasmTier::Baseline, bytes, &sha, kind) {
                 Ok(policy) => {
-                    self.optimize_later(&policy, bytes.to_vec(), sha, kind);
+                    self.optimize_later(&policy.code, bytes.to_vec(), sha, kind);
                     return Ok(policy);
                 }
                 // Winch lacks some proposals (tail calls, GC, exceptions):
@@ -222,6 +242,75 @@ impl WasmEngine {
             }
         }
         self.compile_tier(WasmTier::Optimized, bytes, &sha, kind)
+    }
+
+    /// Compiles on first use (`true`) or at once (`false`): while on, a
+    /// component the compile cache does not hold is checked without
+    /// compiling — it must validate, import nothing beyond the contract and
+    /// export `resolve` — and compiles, with Winch, on its first call or on
+    /// the background compiler, whichever comes first. Only with a baseline
+    /// tier; the registry turns it on for the start-up's load, so that a
+    /// new replica serves as soon as it has read its folders.
+    pub fn defer_compiles(&self, on: bool) {
+        self.defer.store(on, Ordering::Relaxed);
+    }
+
+    /// A policy whose code compiles later ([`WasmEngine::defer_compiles`]).
+    fn deferred(self: &Arc<Self>, bytes: &[u8], sha: String, kind: PolicyKind) -> Result<WasmPolicy, String> {
+        let wit_version = precheck(bytes)?;
+        let pending =
+            Arc::new(Pending { source: Mutex::new(Some((bytes.to_vec(), sha))), kind, done: OnceLock::new() });
+        let policy = WasmPolicy {
+            engine: Arc::clone(self),
+            code: Arc::new(ArcSwapOption::empty()),
+            pending: Some(Arc::clone(&pending)),
+            wit_version,
+        };
+        if let Some(pool) = &self.background {
+            let (engine, pending, slot) =
+                (Arc::downgrade(self), Arc::downgrade(&pending), Arc::downgrade(&policy.code));
+            pool.spawn_fifo(move || {
+                let Some(engine) = engine.upgrade() else { return };
+                engine.wait_while_held();
+                if let (Some(pending), Some(slot)) = (pending.upgrade(), slot.upgrade()) {
+                    let _ = engine.finish(&pending, &slot);
+                }
+            });
+        }
+        Ok(policy)
+    }
+
+    /// Compiles a deferred policy once (Winch, else Cranelift, as
+    /// [`WasmEngine::compile`] does), puts its code in `slot` and queues
+    /// Cranelift's; the first caller compiles, the others wait and share the
+    /// outcome.
+    fn finish(self: &Arc<Self>, pending: &Pending, slot: &Arc<ArcSwapOption<Code>>) -> Result<(), String> {
+        pending
+            .done
+            .get_or_init(|| {
+                let Some((bytes, sha)) = pending.source.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                    return Err("its bytes are gone".into());
+                };
+                let compiled = self
+                    .compile_tier(WasmTier::Baseline, &bytes, &sha, pending.kind)
+                    .or_else(|_| self.compile_tier(WasmTier::Optimized, &bytes, &sha, pending.kind));
+                match compiled {
+                    Ok(policy) => {
+                        let code = policy.code.load_full();
+                        let baseline = code.as_ref().is_some_and(|c| c.tier == WasmTier::Baseline);
+                        slot.store(code);
+                        if baseline {
+                            self.optimize_later(slot, bytes, sha, pending.kind);
+                        }
+                        Ok(())
+                    }
+                    Err(e) => {
+                        tracing::warn!(sha, error = %e, "a Wasm policy checked at start-up failed to compile; its calls fail");
+                        Err(e)
+                    }
+                }
+            })
+            .clone()
     }
 
     /// How many components were loaded from the on-disk cache.
@@ -278,7 +367,13 @@ impl WasmEngine {
 
     fn policy(self: &Arc<Self>, tier: WasmTier, component: &Component, kind: PolicyKind) -> Result<WasmPolicy, String> {
         let code = self.code(tier, component, kind)?;
-        Ok(WasmPolicy { engine: Arc::clone(self), code: Arc::new(ArcSwap::from_pointee(code)) })
+        let wit_version = code.wit_version;
+        Ok(WasmPolicy {
+            engine: Arc::clone(self),
+            code: Arc::new(ArcSwapOption::from_pointee(code)),
+            pending: None,
+            wit_version,
+        })
     }
 
     fn code(&self, tier: WasmTier, component: &Component, kind: PolicyKind) -> Result<Code, String> {
@@ -307,9 +402,15 @@ impl WasmEngine {
     /// Queues the Cranelift compilation of a policy serving on Winch's code.
     /// The job holds the policy weakly: a policy replaced or dropped before
     /// its turn is not compiled.
-    fn optimize_later(self: &Arc<Self>, policy: &WasmPolicy, bytes: Vec<u8>, sha: String, kind: PolicyKind) {
+    fn optimize_later(
+        self: &Arc<Self>,
+        slot: &Arc<ArcSwapOption<Code>>,
+        bytes: Vec<u8>,
+        sha: String,
+        kind: PolicyKind,
+    ) {
         let Some(pool) = &self.background else { return };
-        let (engine, code) = (Arc::downgrade(self), Arc::downgrade(&policy.code));
+        let (engine, code) = (Arc::downgrade(self), Arc::downgrade(slot));
         pool.spawn_fifo(move || {
             let Some(engine) = engine.upgrade() else { return };
             engine.wait_while_held();
@@ -345,7 +446,14 @@ impl Compiler {
             // reset only those: most of the first 256 KiB is never touched.
             .pagemap_scan(Enabled::Auto)
             .table_keep_resident(64 << 10)
-            .async_stack_keep_resident(128 << 10);
+            .async_stack_keep_resident(128 << 10)
+            // Each slot a call ever used keeps the pages above resident. A
+            // call takes its component's own warm slot when one is free, else
+            // the least recently used warm slot of another component once
+            // this many are warm and unused, rather than warming a new one:
+            // with many components the pool stays at about the calls in
+            // flight plus this many warm slots, not all 256 (tens of MiB).
+            .max_unused_warm_slots(WARM_SLOTS);
         let mut config = Config::new();
         config
             .strategy(strategy)
@@ -353,6 +461,10 @@ impl Compiler {
             .epoch_interruption(true)
             .consume_fuel(metered)
             .max_wasm_stack(512 << 10)
+            // No map from native code back to Wasm offsets: it is a third of
+            // a component's compiled size (resident for every component), and
+            // serves only the offsets in a trap's backtrace.
+            .generate_address_map(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         if strategy == Strategy::Cranelift {
             config.cranelift_opt_level(OptLevel::Speed);
@@ -394,6 +506,11 @@ fn check_imports(engine: &Engine, component: &Component) -> Result<(), String> {
     if refused.is_empty() {
         return Ok(());
     }
+    Err(refused_message(&refused))
+}
+
+/// Why a component that imports `refused` is refused, in one line.
+fn refused_message(refused: &[String]) -> String {
     let wasi = refused.iter().filter(|name| name.starts_with("wasi:")).count();
     let listed = if refused.len() > 3 {
         format!("`{}`, `{}`, `{}` and {} more", refused[0], refused[1], refused[2], refused.len() - 3)
@@ -405,10 +522,58 @@ fn check_imports(engine: &Engine, component: &Component) -> Result<(), String> {
     } else {
         ""
     };
-    Err(format!(
+    format!(
         "imports {listed}, which the host does not grant: a policy may import nothing but reten:policy/types and \
          reten:policy/log (no filesystem, network, environment, clock or randomness){hint}"
-    ))
+    )
+}
+
+/// What a component is checked for before it compiles
+/// ([`WasmEngine::defer_compiles`]), without compiling it: it validates, its
+/// own imports are only those the host grants, and it exports `resolve`.
+/// What needs compiled code — that the granted interfaces hold only types,
+/// and `resolve`'s type — is checked when it compiles. Answers the contract
+/// version it imports.
+fn precheck(bytes: &[u8]) -> Result<&'static str, String> {
+    let invalid =
+        |e: wasmparser::BinaryReaderError| format!("not a valid component: {}", super::one_line(&e.to_string()));
+    // Every feature on: what wasmtime refuses of it, its compilation will.
+    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all()).validate_all(bytes).map_err(invalid)?;
+    let (mut depth, mut refused, mut logs, mut resolve) = (0usize, Vec::new(), false, false);
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload.map_err(invalid)? {
+            wasmparser::Payload::Version { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+            // The component's own imports, not those of the modules and
+            // components nested in it.
+            wasmparser::Payload::ComponentImportSection(imports) if depth == 1 => {
+                for import in imports {
+                    let import = import.map_err(invalid)?;
+                    let name = import.name.full_name();
+                    match import.ty {
+                        wasmparser::ComponentTypeRef::Type(_) => {}
+                        wasmparser::ComponentTypeRef::Instance(_) if GRANTED.iter().any(|(g, _)| *g == name) => {
+                            logs |= name == LOG_INTERFACE;
+                        }
+                        _ => refused.push(name.into_owned()),
+                    }
+                }
+            }
+            wasmparser::Payload::ComponentExportSection(exports) if depth == 1 => {
+                for export in exports {
+                    resolve |= export.map_err(invalid)?.name.full_name() == "resolve";
+                }
+            }
+            _ => {}
+        }
+    }
+    if !refused.is_empty() {
+        return Err(refused_message(&refused));
+    }
+    if !resolve {
+        return Err("does not export `resolve`".into());
+    }
+    Ok(if logs { "0.2" } else { "0.1" })
 }
 
 /// Whether the component imports the `log` interface of 0.2.
@@ -469,7 +634,21 @@ struct Code {
 /// Cranelift's replaces Winch's: a call runs wholly on the code it loaded.
 pub struct WasmPolicy {
     engine: Arc<WasmEngine>,
-    code: Arc<ArcSwap<Code>>,
+    /// Empty until a deferred policy compiles.
+    code: Arc<ArcSwapOption<Code>>,
+    /// What a deferred policy compiles from ([`WasmEngine::defer_compiles`]).
+    pending: Option<Arc<Pending>>,
+    /// `0.1` or `0.2`: the contract version the component was built for.
+    wit_version: &'static str,
+}
+
+/// A policy checked at start-up whose code is not compiled yet.
+struct Pending {
+    /// Its bytes and their sha256, until it compiles.
+    source: Mutex<Option<(Vec<u8>, String)>>,
+    kind: PolicyKind,
+    /// The compilation's outcome, once.
+    done: OnceLock<Result<(), String>>,
 }
 
 /// The state of one call's store: its memory cap and what it hit, and the
@@ -538,9 +717,37 @@ impl<T> WasmRun<T> {
 }
 
 impl WasmPolicy {
-    /// The tier whose code the next call runs.
+    /// The tier whose code the next call runs (a deferred policy compiles
+    /// Winch's first).
     pub fn tier(&self) -> WasmTier {
-        self.code.load().tier
+        self.code.load().as_ref().map_or(WasmTier::Baseline, |c| c.tier)
+    }
+
+    /// Whether the code is compiled (a deferred policy's is not until its
+    /// first call or the background compiler gets to it).
+    pub fn is_compiled(&self) -> bool {
+        self.code.load().is_some()
+    }
+
+    /// The code to run: a deferred policy's is compiled now (on the blocking
+    /// pool), or awaited if the background compiler is at it.
+    async fn loaded(&self) -> Result<Arc<Code>, PolicyFailure> {
+        if let Some(code) = self.code.load_full() {
+            return Ok(code);
+        }
+        let failed = |e: String| PolicyFailure::new(FailureKind::Trap, format!("the component failed to compile: {e}"));
+        let Some(pending) = &self.pending else { return Err(failed("it has no code".into())) };
+        let Ok(_compiling) = self.engine.compiling.acquire().await else { return Err(shutting_down()) };
+        if let Some(code) = self.code.load_full() {
+            // Compiled while this call waited for its turn.
+            return Ok(code);
+        }
+        let (engine, pending, slot) = (Arc::clone(&self.engine), Arc::clone(pending), Arc::clone(&self.code));
+        tokio::task::spawn_blocking(move || engine.finish(&pending, &slot))
+            .await
+            .unwrap_or_else(|_| Err("the compiler panicked".into()))
+            .map_err(failed)?;
+        self.code.load_full().ok_or_else(|| failed("it has no code".into()))
     }
 
     fn start(&self, tier: WasmTier, limits: &Limits) -> Call {
@@ -578,7 +785,7 @@ impl WasmPolicy {
 
     /// The contract version the component was built for: `0.1` or `0.2`.
     pub fn wit_version(&self) -> &'static str {
-        self.code.load().wit_version
+        self.wit_version
     }
 
     /// Runs the component as a criterion.
@@ -588,7 +795,10 @@ impl WasmPolicy {
         config: &Map<String, Value>,
         limits: &Limits,
     ) -> WasmRun<Vec<Candidate>> {
-        let code = self.code.load_full();
+        let code = match self.loaded().await {
+            Ok(code) => code,
+            Err(failure) => return WasmRun::failed(failure, WasmTier::Baseline),
+        };
         let World::Criterion(_) = &code.world else {
             return WasmRun::failed(
                 PolicyFailure::new(FailureKind::Trap, "this component is not a criterion"),
@@ -607,7 +817,10 @@ impl WasmPolicy {
         config: &Map<String, Value>,
         limits: &Limits,
     ) -> WasmRun<Option<Value>> {
-        let code = self.code.load_full();
+        let code = match self.loaded().await {
+            Ok(code) => code,
+            Err(failure) => return WasmRun::failed(failure, WasmTier::Baseline),
+        };
         let World::Attribute(_) = &code.world else {
             let failure = PolicyFailure::new(FailureKind::Trap, "this component is not an attribute resolver");
             return WasmRun::failed(failure, code.tier);
@@ -764,6 +977,64 @@ mod tests {
         let (b, o) = (baseline.fuel.unwrap(), optimized.fuel.unwrap());
         assert!(b > 1_000 && o > 1_000 && b.abs_diff(o) * 10 < o, "fuel {b} (Winch) vs {o} (Cranelift)");
         assert_eq!(baseline.result.unwrap(), optimized.result.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_deferred_component_compiles_on_its_first_call_and_answers_as_a_compiled_one() {
+        let engine = WasmEngine::with_options(WasmOptions { baseline_tier: true, ..WasmOptions::default() }).unwrap();
+        // The background compiler waits, so only the call can compile it.
+        engine.hold_background(true);
+        engine.defer_compiles(true);
+        let deferred = engine.compile(&plugin("test_pick_owner"), PolicyKind::Criterion).unwrap();
+        let logging = engine.compile(&plugin("test_log_v2"), PolicyKind::Criterion).unwrap();
+        engine.defer_compiles(false);
+        assert!(!deferred.is_compiled(), "checked, not compiled");
+        assert_eq!((deferred.wit_version(), logging.wit_version()), ("0.1", "0.2"));
+        let input = crate::policy::tests::input_with_owner();
+        let run = deferred.resolve_criterion(&input, &Map::new(), &Limits::default()).await;
+        assert!(deferred.is_compiled());
+        assert_eq!(run.tier, WasmTier::Baseline);
+        let compiled = engine.compile(&plugin("test_pick_owner"), PolicyKind::Criterion).unwrap();
+        let expected = compiled.resolve_criterion(&input, &Map::new(), &Limits::default()).await;
+        assert_eq!(run.result.unwrap(), expected.result.unwrap());
+        assert_eq!(run.fuel, expected.fuel, "the same Winch code");
+        engine.hold_background(false);
+    }
+
+    #[tokio::test]
+    async fn the_background_compiler_compiles_a_deferred_component_without_a_call() {
+        let engine = WasmEngine::with_options(WasmOptions { baseline_tier: true, ..WasmOptions::default() }).unwrap();
+        let mut promoted = engine.subscribe_promotions();
+        engine.defer_compiles(true);
+        let deferred = engine.compile(&plugin("test_pick_owner"), PolicyKind::Criterion).unwrap();
+        engine.defer_compiles(false);
+        // Winch's code first, then Cranelift's replaces it: one promotion.
+        tokio::time::timeout(Duration::from_secs(120), promoted.wait_for(|n| *n >= 1))
+            .await
+            .expect("compiled in the background within the bound")
+            .unwrap();
+        assert!(deferred.is_compiled());
+        assert_eq!(deferred.tier(), WasmTier::Optimized);
+    }
+
+    #[test]
+    fn a_deferred_component_is_still_refused_for_bad_bytes_a_forbidden_import_or_no_resolve() {
+        let engine = WasmEngine::with_options(WasmOptions { baseline_tier: true, ..WasmOptions::default() }).unwrap();
+        engine.defer_compiles(true);
+        let refused = |bytes: &[u8]| engine.compile(bytes, PolicyKind::Criterion).err().expect("refused at load");
+        let mut truncated = plugin("test_pick_owner");
+        truncated.truncate(truncated.len() / 2);
+        assert!(refused(&truncated).starts_with("not a valid component"), "{}", refused(&truncated));
+        let clock = refused(&plugin("test_import_clock"));
+        assert!(clock.contains("which the host does not grant") && clock.contains("wasm32-unknown-unknown"), "{clock}");
+        // A component with nothing in it: valid, but no `resolve`.
+        let empty = wat_component();
+        assert_eq!(refused(&empty), "does not export `resolve`");
+    }
+
+    /// The smallest valid component: the preamble alone.
+    fn wat_component() -> Vec<u8> {
+        b"\0asm\x0d\0\x01\0".to_vec()
     }
 
     #[test]
