@@ -225,23 +225,44 @@ impl WasmEngine {
         let cached = self.cache.as_ref().and_then(|c| c.load(&self.optimized.engine, &sha));
         if let Some(component) = cached {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return self.policy(WasmTier::Optimized, &component, kind);
+            let code = self.code(WasmTier::Optimized, &component, kind)?;
+            return Ok(self.serving(Arc::new(ArcSwapOption::from_pointee(code)), None));
         }
         if self.baseline.is_some() && self.defer.load(Ordering::Relaxed) {
             return self.deferred(bytes, sha, kind);
         }
+        let slot = Arc::new(ArcSwapOption::empty());
+        self.compile_into(&slot, bytes, sha, kind)?;
+        Ok(self.serving(slot, None))
+    }
+
+    /// Compiles bytes the compile cache lacks into `slot`: with a baseline
+    /// tier, Winch's code, with Cranelift's queued to replace it; else (or
+    /// where Winch cannot: tail calls, GC, exceptions) Cranelift's.
+    fn compile_into(
+        self: &Arc<Self>,
+        slot: &Arc<ArcSwapOption<Code>>,
+        bytes: &[u8],
+        sha: String,
+        kind: PolicyKind,
+    ) -> Result<(), String> {
         if self.baseline.is_some() {
             match self.compile_tier(WasmTier::Baseline, bytes, &sha, kind) {
-                Ok(policy) => {
-                    self.optimize_later(&policy.code, bytes.to_vec(), sha, kind);
-                    return Ok(policy);
+                Ok(code) => {
+                    slot.store(Some(Arc::new(code)));
+                    self.optimize_later(slot, bytes.to_vec(), sha, kind);
+                    return Ok(());
                 }
-                // Winch lacks some proposals (tail calls, GC, exceptions):
-                // such a component compiles with Cranelift before it serves.
                 Err(e) => tracing::debug!(error = %e, "Winch could not compile a component; Cranelift will"),
             }
         }
-        self.compile_tier(WasmTier::Optimized, bytes, &sha, kind)
+        slot.store(Some(Arc::new(self.compile_tier(WasmTier::Optimized, bytes, &sha, kind)?)));
+        Ok(())
+    }
+
+    /// A policy serving the code in `slot`, or compiling into it later.
+    fn serving(self: &Arc<Self>, code: Arc<ArcSwapOption<Code>>, pending: Option<Arc<Pending>>) -> WasmPolicy {
+        WasmPolicy { engine: Arc::clone(self), code, pending }
     }
 
     /// Compiles on first use (`true`) or at once (`false`): while on, a
@@ -258,14 +279,9 @@ impl WasmEngine {
     /// A policy whose code compiles later ([`WasmEngine::defer_compiles`]).
     fn deferred(self: &Arc<Self>, bytes: &[u8], sha: String, kind: PolicyKind) -> Result<WasmPolicy, String> {
         let wit_version = precheck(bytes)?;
-        let pending =
-            Arc::new(Pending { source: Mutex::new(Some((bytes.to_vec(), sha))), kind, done: OnceLock::new() });
-        let policy = WasmPolicy {
-            engine: Arc::clone(self),
-            code: Arc::new(ArcSwapOption::empty()),
-            pending: Some(Arc::clone(&pending)),
-            wit_version,
-        };
+        let source = Mutex::new(Some((bytes.to_vec(), sha)));
+        let pending = Arc::new(Pending { source, kind, wit_version, done: OnceLock::new() });
+        let policy = self.serving(Arc::new(ArcSwapOption::empty()), Some(Arc::clone(&pending)));
         if let Some(pool) = &self.background {
             let (engine, pending, slot) =
                 (Arc::downgrade(self), Arc::downgrade(&pending), Arc::downgrade(&policy.code));
@@ -280,9 +296,8 @@ impl WasmEngine {
         Ok(policy)
     }
 
-    /// Compiles a deferred policy once (Winch, else Cranelift, as
-    /// [`WasmEngine::compile`] does), puts its code in `slot` and queues
-    /// Cranelift's; the first caller compiles, the others wait and share the
+    /// Compiles a deferred policy into `slot` once, as [`WasmEngine::compile`]
+    /// would have; the first caller compiles, the others wait and share the
     /// outcome.
     fn finish(self: &Arc<Self>, pending: &Pending, slot: &Arc<ArcSwapOption<Code>>) -> Result<(), String> {
         pending
@@ -291,24 +306,9 @@ impl WasmEngine {
                 let Some((bytes, sha)) = pending.source.lock().unwrap_or_else(|e| e.into_inner()).take() else {
                     return Err("its bytes are gone".into());
                 };
-                let compiled = self
-                    .compile_tier(WasmTier::Baseline, &bytes, &sha, pending.kind)
-                    .or_else(|_| self.compile_tier(WasmTier::Optimized, &bytes, &sha, pending.kind));
-                match compiled {
-                    Ok(policy) => {
-                        let code = policy.code.load_full();
-                        let baseline = code.as_ref().is_some_and(|c| c.tier == WasmTier::Baseline);
-                        slot.store(code);
-                        if baseline {
-                            self.optimize_later(slot, bytes, sha, pending.kind);
-                        }
-                        Ok(())
-                    }
-                    Err(e) => {
-                        tracing::warn!(sha, error = %e, "a Wasm policy checked at start-up failed to compile; its calls fail");
-                        Err(e)
-                    }
-                }
+                self.compile_into(slot, &bytes, sha, pending.kind).inspect_err(|e| {
+                    tracing::warn!(error = %e, "a Wasm policy checked at start-up failed to compile; its calls fail")
+                })
             })
             .clone()
     }
@@ -349,31 +349,14 @@ impl WasmEngine {
 
     /// Compiles the bytes with one tier (keeping Cranelift's code in the
     /// compile cache) and checks the component.
-    fn compile_tier(
-        self: &Arc<Self>,
-        tier: WasmTier,
-        bytes: &[u8],
-        sha: &str,
-        kind: PolicyKind,
-    ) -> Result<WasmPolicy, String> {
+    fn compile_tier(&self, tier: WasmTier, bytes: &[u8], sha: &str, kind: PolicyKind) -> Result<Code, String> {
         let component = Component::new(&self.compiler(tier).engine, bytes)
             .map_err(|e| format!("not a valid component: {}", root_cause(&e)))?;
-        let policy = self.policy(tier, &component, kind)?;
+        let code = self.code(tier, &component, kind)?;
         if let (WasmTier::Optimized, Some(cache)) = (tier, &self.cache) {
             cache.store(sha, &component);
         }
-        Ok(policy)
-    }
-
-    fn policy(self: &Arc<Self>, tier: WasmTier, component: &Component, kind: PolicyKind) -> Result<WasmPolicy, String> {
-        let code = self.code(tier, component, kind)?;
-        let wit_version = code.wit_version;
-        Ok(WasmPolicy {
-            engine: Arc::clone(self),
-            code: Arc::new(ArcSwapOption::from_pointee(code)),
-            pending: None,
-            wit_version,
-        })
+        Ok(code)
     }
 
     fn code(&self, tier: WasmTier, component: &Component, kind: PolicyKind) -> Result<Code, String> {
@@ -417,7 +400,7 @@ impl WasmEngine {
             let Some(code) = code.upgrade() else { return };
             match engine.compile_tier(WasmTier::Optimized, &bytes, &sha, kind) {
                 Ok(optimized) => {
-                    code.store(optimized.code.load_full());
+                    code.store(Some(Arc::new(optimized)));
                     engine.promoted_tx.send_modify(|n| *n += 1);
                 }
                 Err(e) => {
@@ -638,8 +621,6 @@ pub struct WasmPolicy {
     code: Arc<ArcSwapOption<Code>>,
     /// What a deferred policy compiles from ([`WasmEngine::defer_compiles`]).
     pending: Option<Arc<Pending>>,
-    /// `0.1` or `0.2`: the contract version the component was built for.
-    wit_version: &'static str,
 }
 
 /// A policy checked at start-up whose code is not compiled yet.
@@ -647,6 +628,8 @@ struct Pending {
     /// Its bytes and their sha256, until it compiles.
     source: Mutex<Option<(Vec<u8>, String)>>,
     kind: PolicyKind,
+    /// The contract version its imports name ([`precheck`]).
+    wit_version: &'static str,
     /// The compilation's outcome, once.
     done: OnceLock<Result<(), String>>,
 }
@@ -785,7 +768,11 @@ impl WasmPolicy {
 
     /// The contract version the component was built for: `0.1` or `0.2`.
     pub fn wit_version(&self) -> &'static str {
-        self.wit_version
+        match (&*self.code.load(), &self.pending) {
+            (Some(code), _) => code.wit_version,
+            (None, Some(pending)) => pending.wit_version,
+            (None, None) => "0.1",
+        }
     }
 
     /// Runs the component as a criterion.
