@@ -96,6 +96,8 @@ pub struct StreamReport {
     pub created: usize,
     /// 201s during the warm-up (rows too).
     pub warmup_created: usize,
+    /// The measured window second by second.
+    pub timeline: Vec<Second>,
 }
 
 #[derive(Debug, Serialize)]
@@ -108,8 +110,21 @@ pub struct Report {
 /// One request's outcome: when it was due, how long it took, its status.
 struct Sample {
     measured: bool,
+    /// When it was due, in ms after the measured window opened.
+    due_ms: u32,
     latency_us: u32,
     status: u16,
+}
+
+/// One second of the measured window: how many requests were due in it and
+/// their latency, to tell a stall (one bad second) from a standing queue.
+#[derive(Debug, Serialize)]
+pub struct Second {
+    pub second: usize,
+    pub requests: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
 }
 
 /// Pre-built request headers for one (tenant, commerce).
@@ -210,6 +225,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
                 created: measured.iter().filter(|x| x.status == 201).count(),
                 statuses,
                 warmup_created,
+                timeline: timeline(&measured),
             }
         })
         .collect::<Vec<_>>();
@@ -231,6 +247,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             s.created,
             s.statuses
         );
+    }
+    for s in &report.streams {
+        let p99: Vec<String> = s.timeline.iter().map(|t| format!("{:.0}", t.p99_ms)).collect();
+        println!("{:<8} p99 ms second by second: {}", s.name, p99.join(" "));
     }
     println!("{}; drained in {:.0} ms", report.cpu, finished.saturating_duration_since(stop_at).as_secs_f64() * 1e3);
     if let Some(out) = &args.out {
@@ -296,11 +316,36 @@ async fn drive(
         let latency = due.elapsed();
         samples.push(Sample {
             measured: due >= measure_from,
+            due_ms: u32::try_from(due.saturating_duration_since(measure_from).as_millis()).unwrap_or(u32::MAX),
             latency_us: u32::try_from(latency.as_micros()).unwrap_or(u32::MAX),
             status,
         });
     }
     samples
+}
+
+/// The measured samples grouped by the second they were due in.
+fn timeline(measured: &[&Sample]) -> Vec<Second> {
+    let seconds = measured.iter().map(|x| x.due_ms as usize / 1000 + 1).max().unwrap_or(0);
+    let mut by_second: Vec<Vec<u32>> = vec![Vec::new(); seconds];
+    for x in measured {
+        by_second[x.due_ms as usize / 1000].push(x.latency_us);
+    }
+    let ms = |us: u32| f64::from(us) / 1e3;
+    by_second
+        .into_iter()
+        .enumerate()
+        .map(|(second, mut lat)| {
+            lat.sort_unstable();
+            Second {
+                second,
+                requests: lat.len(),
+                p50_ms: ms(percentile(&lat, 0.50)),
+                p99_ms: ms(percentile(&lat, 0.99)),
+                max_ms: ms(lat.last().copied().unwrap_or(0)),
+            }
+        })
+        .collect()
 }
 
 /// xorshift64*: enough to spread requests over tenants and commerces.
