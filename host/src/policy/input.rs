@@ -186,6 +186,16 @@ impl PreparedInput {
 
     /// The input as a Rhai object map, with `config` for this call.
     pub fn rhai(&self, config: &Map<String, Value>) -> Result<rhai::Dynamic, String> {
+        self.rhai_reached(&super::rhai_reach::Reach::All, config)
+    }
+
+    /// The input as a Rhai object map with only what a script can reach
+    /// ([`super::rhai_reach`]), and `config` for this call when it reaches it.
+    pub fn rhai_reached(
+        &self,
+        reach: &super::rhai_reach::Reach,
+        config: &Map<String, Value>,
+    ) -> Result<rhai::Dynamic, String> {
         let base = self
             .rhai
             .get_or_init(|| {
@@ -195,8 +205,10 @@ impl PreparedInput {
             })
             .as_ref()
             .map_err(Clone::clone)?;
-        let mut map = base.clone();
-        map.insert("config".into(), rhai::Dynamic::from_map(rhai_map(config)));
+        let mut map = reach.copy(base);
+        if reach.reaches("config") {
+            map.insert("config".into(), rhai::Dynamic::from_map(rhai_map(config)));
+        }
         Ok(rhai::Dynamic::from_map(map))
     }
 

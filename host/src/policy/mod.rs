@@ -21,6 +21,7 @@ pub mod logs;
 pub mod registry;
 pub mod reload;
 pub mod rhai_engine;
+pub mod rhai_reach;
 pub mod set;
 pub mod snapshot;
 pub mod wasm_cache;

@@ -106,7 +106,8 @@ impl RhaiEngine {
                 column: None,
             });
         }
-        Ok(RhaiPolicy { engine: Arc::clone(self), ast })
+        let reach = super::rhai_reach::Reach::of_resolve(&ast);
+        Ok(RhaiPolicy { engine: Arc::clone(self), ast, reach })
     }
 }
 
@@ -130,14 +131,21 @@ pub struct CompileError {
 pub struct RhaiPolicy {
     engine: Arc<RhaiEngine>,
     ast: AST,
+    /// What `resolve` can reach of its input: all a call copies of it.
+    reach: super::rhai_reach::Reach,
 }
 
 impl RhaiPolicy {
     /// The call's argument: the input with this call's `config`.
     pub fn argument(&self, input: &PreparedInput, config: &Map<String, Value>) -> Result<Dynamic, PolicyFailure> {
         input
-            .rhai(config)
+            .rhai_reached(&self.reach, config)
             .map_err(|e| PolicyFailure::new(FailureKind::Trap, format!("could not convert the input: {e}")))
+    }
+
+    /// What `resolve` can reach of its input.
+    pub fn reach(&self) -> &super::rhai_reach::Reach {
+        &self.reach
     }
 
     /// Runs `resolve(arg)` on this thread, within the limits.
