@@ -15,11 +15,12 @@
 //! (`input["commerce"]`), a method on it (`input.keys()`) — makes the whole
 //! input reachable, and the call copies it all, as before. The analysis only
 //! ever widens: a name it cannot place costs a full copy, never a missing
-//! value.
+//! value. It relies on rhai's AST walk visiting every expression; the one
+//! it skips (a loop's `break` value) makes the whole input reachable.
 
 use std::collections::BTreeMap;
 
-use rhai::{AST, ASTNode, Dynamic, Expr};
+use rhai::{AST, ASTNode, Dynamic, Expr, Stmt};
 
 /// What a script can reach of its argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +40,13 @@ impl Reach {
         let param = param.params[0].to_owned();
         let mut reach = Reach::Keys(BTreeMap::new());
         ast.walk(&mut |path: &[ASTNode<'_>]| {
+            // The walk does not descend into a loop's `break` value (rhai
+            // 1.27's `Stmt::walk`), so what that expression uses is unseen:
+            // such a script copies everything.
+            if let Some(ASTNode::Stmt(Stmt::BreakLoop(Some(_), ..))) = path.last() {
+                reach = Reach::All;
+                return false;
+            }
             let Some(ASTNode::Expr(node @ Expr::Variable(v, ..))) = path.last() else { return true };
             if v.1.as_str() != param {
                 return true;
@@ -195,6 +203,9 @@ mod tests {
             "fn resolve(input) { input.commerce; input = #{}; input }",
             "fn resolve(input) { input.config.role; input }",
             "fn resolve(input) { input.commerce.users.map(|u| u.id) + [input] }",
+            // A loop's `break` value is not walked by rhai's AST walk.
+            "fn resolve(input) { loop { break input.history; } }",
+            "fn resolve(input) { input.config; for x in [1] { break input.commerce; } }",
         ] {
             assert_eq!(reach(script), Reach::All, "{script}");
         }
