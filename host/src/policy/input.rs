@@ -184,18 +184,10 @@ impl PreparedInput {
         value
     }
 
-    /// The input as a Rhai object map, with `config` for this call.
-    pub fn rhai(&self, config: &Map<String, Value>) -> Result<rhai::Dynamic, String> {
-        self.rhai_reached(&super::rhai_reach::Reach::All, config)
-    }
-
     /// The input as a Rhai object map with only what a script can reach
-    /// ([`super::rhai_reach`]), and `config` for this call when it reaches it.
-    pub fn rhai_reached(
-        &self,
-        reach: &super::rhai_reach::Reach,
-        config: &Map<String, Value>,
-    ) -> Result<rhai::Dynamic, String> {
+    /// ([`super::rhai_reach`]; `Reach::All` for the whole input), and
+    /// `config` for this call when it reaches it.
+    pub fn rhai(&self, reach: &super::rhai_reach::Reach, config: &Map<String, Value>) -> Result<rhai::Dynamic, String> {
         let base = self
             .rhai
             .get_or_init(|| {

@@ -139,7 +139,7 @@ impl RhaiPolicy {
     /// The call's argument: the input with this call's `config`.
     pub fn argument(&self, input: &PreparedInput, config: &Map<String, Value>) -> Result<Dynamic, PolicyFailure> {
         input
-            .rhai_reached(&self.reach, config)
+            .rhai(&self.reach, config)
             .map_err(|e| PolicyFailure::new(FailureKind::Trap, format!("could not convert the input: {e}")))
     }
 

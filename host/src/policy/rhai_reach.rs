@@ -53,8 +53,9 @@ impl Reach {
             }
             let parent = path.len().checked_sub(2).map(|i| &path[i]);
             match parent.and_then(|parent| chain_after(parent, node)) {
-                Some(keys) if !keys.is_empty() => reach.add(&keys),
-                _ => reach = Reach::All,
+                // An empty chain (`input.keys()`) widens to everything too.
+                Some(keys) => reach.add(&keys),
+                None => reach = Reach::All,
             }
             // Once everything is reachable there is nothing left to learn.
             reach != Reach::All
@@ -62,7 +63,8 @@ impl Reach {
         reach
     }
 
-    /// Widens this reach with the path `keys` (everything under its end).
+    /// Widens this reach with the path `keys` (everything under its end;
+    /// an empty path is the whole value).
     fn add(&mut self, keys: &[String]) {
         let Reach::Keys(map) = self else { return };
         let Some((first, rest)) = keys.split_first() else {
@@ -240,7 +242,7 @@ mod tests {
             for path in &scripts {
                 let source = std::fs::read_to_string(path).expect("reads");
                 let policy = engine.compile(&source).expect("compiles");
-                let whole = policy.run(input.rhai(&config).expect("converts"), &limits);
+                let whole = policy.run(input.rhai(&Reach::All, &config).expect("converts"), &limits);
                 let reached = policy.run(policy.argument(&input, &config).expect("converts"), &limits);
                 assert_eq!(format!("{:?}", whole.result), format!("{:?}", reached.result), "{}", path.display());
                 assert_eq!(whole.operations, reached.operations, "{}", path.display());
