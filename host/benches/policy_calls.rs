@@ -11,8 +11,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use reten_host::domain::activity::NewActivity;
 use reten_host::domain::commerce::{Commerce, CommerceUser, Contact, HistoryEntry};
 use reten_host::domain::{ActivityId, Channel, CommerceId, CommerceUserId, ContactType, TenantId, UserRole};
+use reten_host::metrics::Metrics;
+use reten_host::policy::gate::{GateSettings, Gates};
 use reten_host::policy::registry::RegistryOptions;
-use reten_host::policy::{Registry, TenantSnapshot};
+use reten_host::policy::{CallContext, Registry, TenantSnapshot};
 use reten_host::resolve;
 use serde_json::json;
 
@@ -153,12 +155,24 @@ fn noisy_neighbour(c: &mut Criterion) {
         let bytes = std::fs::read(manifest.join(format!("../plugins/dist/{name}.wasm"))).expect("run plugins/build.sh");
         std::fs::write(dir.path().join(format!("global/criteria/{name}.wasm")), bytes).expect("write");
     }
-    let registry = Registry::load(dir.path(), RegistryOptions::default()).expect("policies load");
+    // The neighbour is another tenant: calls of one tenant wait for its own
+    // call slots (half the cores), so the same tenant's fast call would wait
+    // out the whole deadline (about 18 ms). And no breaker: with one, the
+    // neighbour's calls fail at once after a few deadlines (`CIRCUIT_OPEN`),
+    // so it would no longer loop, and its `loop` (which then never awaits
+    // anything) would hold the thread for good.
+    let calls = Arc::new(CallContext {
+        gates: Gates::new(GateSettings { per_tenant: 0, breaker_after: 0 }),
+        metrics: Arc::new(Metrics::new(false)),
+    });
+    let registry = Registry::load(dir.path(), RegistryOptions { calls, ..Default::default() }).expect("policies load");
     let tenant = TenantId::new();
     let snapshot = registry.snapshot(tenant);
     let (commerce, history) = commerce();
     let activity = activity(&snapshot, &commerce);
-    let input = Arc::new(resolve::prepare_input(tenant, &activity, Arc::new(commerce), history));
+    let commerce = Arc::new(commerce);
+    let input = Arc::new(resolve::prepare_input(tenant, &activity, Arc::clone(&commerce), history.clone()));
+    let neighbour_input = Arc::new(resolve::prepare_input(TenantId::new(), &activity, commerce, history));
     let config = json!({"role": "COMMERCE_REP"}).as_object().cloned().unwrap_or_default();
     let fast = snapshot.criterion("ROLE_MATCH_WASM").expect("role_match_wasm").clone();
     let slow = snapshot.criterion("TEST_LOOP").expect("test_loop").clone();
@@ -166,7 +180,7 @@ fn noisy_neighbour(c: &mut Criterion) {
     c.bench_function("wasm_call_while_a_neighbour_loops_on_the_same_thread", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
-                let (slow, input2, limits) = (slow.clone(), Arc::clone(&input), snapshot.limits);
+                let (slow, input2, limits) = (slow.clone(), Arc::clone(&neighbour_input), snapshot.limits);
                 let neighbour = tokio::spawn(async move {
                     loop {
                         let _ = slow.resolve_criterion(&input2, &Default::default(), &limits).await;
