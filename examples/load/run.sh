@@ -108,7 +108,7 @@ for c in $CONCURRENCY; do
     # client preparing its statements) are left out, as for the HTTP run.
     "$LOADTOOL" cpu --delay "$WARMUP" --duration "$((DURATION - 1))" --out "$RUN/pgbench-$c.cpu.json" >/dev/null &
     cpu_pid=$!
-    "$PGBENCH" -n -M prepared -c "$c" -j "$PGBENCH_THREADS" -T "$((WARMUP + DURATION))" -P 1 \
+    "$PGBENCH" -n -M prepared -D n=0 -D keybase="$(date +%s)000000000" -c "$c" -j "$PGBENCH_THREADS" -T "$((WARMUP + DURATION))" -P 1 \
         -f "$RUN/pgbench/create.pgbench" "$LOAD_DB" >"$RUN/pgbench-$c.txt" 2>&1 ||
         { cat "$RUN/pgbench-$c.txt"; die "pgbench failed"; }
     wait "$cpu_pid"

@@ -298,9 +298,12 @@ async fn drive(
         };
         let pair = &pairs[rng.below(pairs.len())];
         body.clear();
+        // The key's counter is zero-padded: each connection's keys come in
+        // text order, so its inserts take one place of the key's index (as
+        // pgbench's replay, `pgbench::script`).
         body.push_str(&format!(
             "{{\"type\":\"MESSAGE\",\"reason\":\"Monthly promotion\",\"channel\":\"WHATSAPP\",\
-             \"commerce_id\":\"{}\",\"idempotency_key\":\"ld-{key_prefix}-{n}\",\
+             \"commerce_id\":\"{}\",\"idempotency_key\":\"ld-{key_prefix}-{n:09}\",\
              \"scheduled_at\":\"2025-01-16T09:00:00.000Z\",\"attribute_keys\":[\"loyalty_tier\"]}}",
             pair.commerce
         ));

@@ -146,7 +146,7 @@ pub async fn delete(pool: &PgPool, tenant: TenantId, id: Uuid) -> Result<bool, s
 pub async fn ensure_mock(pool: &PgPool, tenant: TenantId) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "INSERT INTO dispatch_configs (tenant_id, id, provider_code, channel) \
-         SELECT $1, gen_random_uuid(), 'MOCK', c FROM unnest($2::text[]) AS c \
+         SELECT $1, reten_uuid_v7(), 'MOCK', c FROM unnest($2::text[]) AS c \
          ON CONFLICT (tenant_id, channel) WHERE is_active DO NOTHING",
     )
     .bind(tenant)

@@ -69,11 +69,11 @@ pub async fn record_success(
            RETURNING tenant_id, id \
          ), e AS ( \
            INSERT INTO activity_status_events (tenant_id, id, activity_id, event_type, from_status, to_status) \
-           SELECT tenant_id, gen_random_uuid(), id, 'DISPATCH_SUCCESS', 'READY', 'DISPATCHED' FROM u \
+           SELECT tenant_id, reten_uuid_v7(), id, 'DISPATCH_SUCCESS', 'READY', 'DISPATCHED' FROM u \
          ), t AS ( \
            INSERT INTO dispatch_attempts (tenant_id, id, activity_id, attempt, config_id, provider_code, channel, \
              trigger, outcome, http_status, provider_activity_id, started_at, duration_ms) \
-           VALUES ($1, gen_random_uuid(), $2, $5, $6, $7, $8, $9, 'SUCCESS', $10, $4, $11, $12) \
+           VALUES ($1, reten_uuid_v7(), $2, $5, $6, $7, $8, $9, 'SUCCESS', $10, $4, $11, $12) \
          ) \
          SELECT count(*) FROM u",
     )
@@ -127,14 +127,14 @@ pub async fn record_failure(
          ), e AS ( \
            INSERT INTO activity_status_events (tenant_id, id, activity_id, event_type, from_status, to_status, \
              error_code, error_message) \
-           SELECT u.tenant_id, gen_random_uuid(), u.id, x.event_type, 'READY', x.to_status, $6, x.message \
+           SELECT u.tenant_id, reten_uuid_v7(), u.id, x.event_type, 'READY', x.to_status, $6, x.message \
            FROM u CROSS JOIN (VALUES (1, 'DISPATCH_ATTEMPT_FAILED', 'READY', $7), \
                                      (2, 'DISPATCH_FAILED', 'FAILED', $8)) AS x(n, event_type, to_status, message) \
            WHERE x.n = 1 OR u.status = 'FAILED' ORDER BY x.n \
          ), t AS ( \
            INSERT INTO dispatch_attempts (tenant_id, id, activity_id, attempt, config_id, provider_code, channel, \
              trigger, outcome, http_status, error_code, error_message, started_at, duration_ms) \
-           VALUES ($1, gen_random_uuid(), $2, $9, $10, $11, $12, $13, 'FAILED', $14, $6, $7, $15, $16) \
+           VALUES ($1, reten_uuid_v7(), $2, $9, $10, $11, $12, $13, 'FAILED', $14, $6, $7, $15, $16) \
          ) \
          SELECT status FROM u",
     )
@@ -222,7 +222,7 @@ pub async fn apply_resolution(
         sqlx::query(
             "INSERT INTO activity_status_events (tenant_id, id, activity_id, event_type, from_status, to_status, \
                error_code, error_message) \
-             VALUES ($1, gen_random_uuid(), $2, 'DISPATCH_RESOLUTION_FAILED', 'READY', 'UNRESOLVED', \
+             VALUES ($1, reten_uuid_v7(), $2, 'DISPATCH_RESOLUTION_FAILED', 'READY', 'UNRESOLVED', \
                'UNRESOLVED_PARTS', $3)",
         )
         .bind(tenant)
@@ -256,7 +256,7 @@ pub async fn retry_dispatch(pool: &PgPool, tenant: TenantId, id: ActivityId) -> 
              dispatch_lease_owner = NULL, dispatch_lease_until = NULL, version = version + 1, updated_at = now() \
            WHERE tenant_id = $1 AND id = $2 RETURNING tenant_id, id) \
          INSERT INTO activity_status_events (tenant_id, id, activity_id, event_type, from_status, to_status) \
-         SELECT tenant_id, gen_random_uuid(), id, 'DISPATCH_RETRY', 'FAILED', 'READY' FROM u",
+         SELECT tenant_id, reten_uuid_v7(), id, 'DISPATCH_RETRY', 'FAILED', 'READY' FROM u",
     )
     .bind(tenant)
     .bind(id)

@@ -121,7 +121,7 @@ pub async fn submit_for_activity(
                      version = version + 1, updated_at = now() \
                    WHERE tenant_id = $1 AND id = $2 RETURNING tenant_id, id) \
                  INSERT INTO activity_status_events (tenant_id, id, activity_id, event_type, from_status, to_status) \
-                 SELECT tenant_id, gen_random_uuid(), id, 'RESULT_RECEIVED', $4, $3 FROM u",
+                 SELECT tenant_id, reten_uuid_v7(), id, 'RESULT_RECEIVED', $4, $3 FROM u",
             )
             .bind(tenant)
             .bind(activity)

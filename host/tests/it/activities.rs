@@ -53,6 +53,37 @@ async fn the_seed_example_answers_201_with_exactly_the_documented_fields(pool: P
     assert_eq!(b["attributes"][0]["resolutionStatus"], "RESOLVED");
 }
 
+/// Every row a create writes gets a time-ordered id (UUIDv7), so each index
+/// on an id takes its inserts at its right edge: a random id (v4) lands on
+/// a random leaf page, and after each checkpoint every leaf page's first
+/// change writes the whole page to the WAL.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_creates_rows_get_time_ordered_ids(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let (tenant, commerce) = app.seeded("seed").await;
+    let mut activities = Vec::new();
+    for key in ["ordered-1", "ordered-2"] {
+        let res = app.create_activity(tenant, &seed_body(commerce, key)).await;
+        res.assert_status(StatusCode::CREATED);
+        activities.push(uuid::Uuid::parse_str(res.body["id"].as_str().unwrap()).unwrap());
+    }
+    assert!(activities[0] < activities[1], "ids of later creates sort after earlier ones: {activities:?}");
+    let ids: Vec<(String, uuid::Uuid)> = sqlx::query_as(
+        "SELECT 'activity', id FROM activities WHERE id = ANY($1) \
+         UNION ALL SELECT 'target user', id FROM activity_target_users WHERE activity_id = ANY($1) \
+         UNION ALL SELECT 'attribute', id FROM activity_attributes WHERE activity_id = ANY($1) \
+         UNION ALL SELECT 'status event', id FROM activity_status_events WHERE activity_id = ANY($1)",
+    )
+    .bind(&activities)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(ids.len(), 8, "an activity, a target user, an attribute and an event each: {ids:?}");
+    for (row, id) in &ids {
+        assert_eq!(id.get_version_num(), 7, "the {row} id {id} is not a UUIDv7");
+    }
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn the_same_request_again_answers_409_naming_the_existing_activity(pool: PgPool) {
     let app = TestApp::new(pool).await;

@@ -23,7 +23,7 @@ const EVERY_ROW_RETURNED: &str = "an upsert returns every row it was given";
 /// list holds for `is_active` depends on the batch (see `Sent`).
 const UPSERT_COMMERCES: &str = r#"
     INSERT INTO commerces (tenant_id, id, external_id, name, tax_id, global_external_id, is_active, metadata)
-    SELECT $1, gen_random_uuid(), i.external_id, i.name, i.tax_id, i.global_external_id,
+    SELECT $1, reten_uuid_v7(), i.external_id, i.name, i.tax_id, i.global_external_id,
            COALESCE(i.is_active, true), COALESCE(i.metadata, '{}'::jsonb)
     FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::jsonb[])
          WITH ORDINALITY AS i(external_id, name, tax_id, global_external_id, is_active, metadata, ord)
@@ -44,7 +44,7 @@ const UPSERT_COMMERCES_SET: &str = r#"
 /// The upsert of every user, up to its `DO UPDATE SET` list.
 const UPSERT_USERS: &str = r#"
     INSERT INTO commerce_users (tenant_id, id, commerce_id, external_id, name, roles, is_active, position)
-    SELECT $1, gen_random_uuid(), u.commerce_id, u.external_id, u.name,
+    SELECT $1, reten_uuid_v7(), u.commerce_id, u.external_id, u.name,
            COALESCE(string_to_array(u.roles, ','), '{}'::text[]), COALESCE(u.is_active, true), u.position
     FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::int4[])
          WITH ORDINALITY AS u(commerce_id, external_id, name, roles, is_active, position, ord)
@@ -137,7 +137,7 @@ pub(super) async fn replace_addresses(
         INSERT INTO commerce_addresses (tenant_id, id, commerce_id, address_alias, is_primary, country_code, region,
                                         commune, city, street, street_number, unit, formatted_address, latitude,
                                         longitude, source_ref, position)
-        SELECT $1, gen_random_uuid(), a.*
+        SELECT $1, reten_uuid_v7(), a.*
         FROM unnest($2::uuid[], $3::text[], $4::bool[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
                     $10::text[], $11::text[], $12::text[], $13::float8[], $14::float8[], $15::text[], $16::int4[]) AS a
         "#,
@@ -250,7 +250,7 @@ pub(super) async fn replace_contacts(
     sqlx::query(
         r#"
         INSERT INTO commerce_user_contacts (tenant_id, id, commerce_user_id, contact_type, value, is_primary, position)
-        SELECT $1, gen_random_uuid(), c.*
+        SELECT $1, reten_uuid_v7(), c.*
         FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bool[], $6::int4[]) AS c
         "#,
     )
