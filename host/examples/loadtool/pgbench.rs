@@ -192,8 +192,9 @@ pub const KEY: &str = ":key";
 /// A fresh id, as the service makes them: time-ordered (UUIDv7), from the
 /// function the migrations define (`migrations/*_uuid_v7.sql`), so that the
 /// replay's inserts land on the same index pages as the service's. It costs
-/// Postgres about 1 µs more per id than `gen_random_uuid()` (five ids per
-/// create), where the service sends its ids as parameters.
+/// Postgres about 1 µs more per id than `gen_random_uuid()` (one id per row a
+/// create inserts: four in `run.sh`), where the service sends its ids as
+/// parameters.
 pub const NEW_ID: &str = "reten_uuid_v7()";
 
 /// A pgbench script that runs one create per transaction, for one of the

@@ -179,9 +179,8 @@ async fn create(
 
     let id = ActivityId::new();
     let created_at = Utc::now().trunc_subsecs(6);
-    // Time-ordered ids, as every id the service makes (`domain::id_type`).
-    let target_user_id = Uuid::now_v7();
-    let attribute_ids: Vec<Uuid> = resolution.attributes.iter().map(|_| Uuid::now_v7()).collect();
+    let target_user_id = crate::domain::new_id();
+    let attribute_ids: Vec<Uuid> = resolution.attributes.iter().map(|_| crate::domain::new_id()).collect();
     let decision_input = state.rollout.keeps_decision_inputs().then(|| input.encode_stored());
     let record = NewRecord {
         tenant,
@@ -191,7 +190,7 @@ async fn create(
         created_by: &ctx.caller.sub,
         created_at,
         target_user_id,
-        event_id: Uuid::now_v7(),
+        event_id: crate::domain::new_id(),
         attribute_ids: &attribute_ids,
         decision_input: decision_input.as_deref(),
     };

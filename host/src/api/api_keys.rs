@@ -163,7 +163,7 @@ async fn create(
         &state.pool,
         &NewKey {
             tenant: ctx.tenant_id,
-            id: Uuid::now_v7(),
+            id: crate::domain::new_id(),
             user_sub: &ctx.caller.sub,
             name: body.name.trim(),
             key_prefix: &key_prefix,

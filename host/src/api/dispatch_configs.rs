@@ -285,7 +285,7 @@ async fn create(
         is_active: body.is_active.unwrap_or(true),
     };
     check(&state, &draft).await?;
-    let row = write(&state, ctx.tenant_id, Uuid::now_v7(), &draft, true).await?;
+    let row = write(&state, ctx.tenant_id, crate::domain::new_id(), &draft, true).await?;
     tracing::info!(tenant_id = %ctx.tenant_id, config_id = %row.id, provider = %provider.code,
         channel = %draft.channel, "dispatch config created");
     state.dispatch.wake();

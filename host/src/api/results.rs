@@ -246,7 +246,7 @@ pub(crate) async fn submit_result(
         None => caller.sub.clone(),
     };
     let new = NewResult {
-        id: Uuid::now_v7(),
+        id: crate::domain::new_id(),
         provider_activity_id: b.provider_activity_id.as_deref(),
         commerce_external_id: &b.commerce_external_id,
         occurred_at: c.occurred_at,

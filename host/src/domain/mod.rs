@@ -14,6 +14,16 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// A fresh id for a row the service writes: time-ordered (UUIDv7: the
+/// millisecond, then random bits; ordered within the process), so the rows
+/// land at the right edge of the indexes on their ids, not on random leaf
+/// pages. Statements that make their own ids use `reten_uuid_v7()` (a
+/// migration), the same in SQL. Values that must be unpredictable (secrets,
+/// lease owners) are not ids: they stay `Uuid::new_v4`.
+pub fn new_id() -> Uuid {
+    Uuid::now_v7()
+}
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -24,11 +34,9 @@ macro_rules! id_type {
         pub struct $name(pub Uuid);
 
         impl $name {
-            /// A fresh id: time-ordered (UUIDv7: the millisecond, then random
-            /// bits), so the rows a service writes land at the right edge of
-            /// the indexes on their ids, not on random pages.
+            /// A fresh id ([`new_id`]: time-ordered).
             pub fn new() -> Self {
-                Self(Uuid::now_v7())
+                Self(new_id())
             }
 
             /// Parses a textual UUID.

@@ -239,7 +239,7 @@ impl Rollout {
             not_before: self.settings.decision_input_cutoff(Utc::now()),
         };
         let total = decision_inputs::count_window(&self.pool, tenant, &window).await?;
-        let id = Uuid::now_v7();
+        let id = crate::domain::new_id();
         replays::insert(
             &self.pool,
             &NewReplay {

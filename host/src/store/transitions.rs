@@ -279,7 +279,7 @@ async fn insert_event(
            error_code, error_message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(tenant)
-    .bind(Uuid::now_v7())
+    .bind(crate::domain::new_id())
     .bind(activity)
     .bind(event.as_str())
     .bind(from.as_str())

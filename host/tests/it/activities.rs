@@ -84,6 +84,27 @@ async fn a_creates_rows_get_time_ordered_ids(pool: PgPool) {
     }
 }
 
+/// Ids that statements make themselves (status events of dispatch and
+/// results, commerce sync) come from `reten_uuid_v7()`: a UUIDv7 of the
+/// current millisecond, as the service makes in Rust.
+#[sqlx::test(migrations = "../migrations")]
+async fn ids_made_in_sql_are_uuidv7_of_the_current_millisecond(pool: PgPool) {
+    let (id, now_ms): (uuid::Uuid, i64) =
+        sqlx::query_as("SELECT reten_uuid_v7(), (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(id.get_version_num(), 7, "{id}");
+    assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
+    let (secs, nanos) = id.get_timestamp().expect("a v7 id has a timestamp").to_unix();
+    let id_ms = i64::try_from(secs).unwrap() * 1000 + i64::from(nanos / 1_000_000);
+    assert!((now_ms - id_ms).abs() <= 1_000, "{id} is of {id_ms} ms, the database's clock says {now_ms}");
+    // Both carry the millisecond in the same place: one made in Rust after
+    // one made in SQL is of the same millisecond or later.
+    let rust_id = reten_host::domain::new_id();
+    assert!(rust_id.as_bytes()[..6] >= id.as_bytes()[..6], "{rust_id} made after {id}");
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn the_same_request_again_answers_409_naming_the_existing_activity(pool: PgPool) {
     let app = TestApp::new(pool).await;
