@@ -46,7 +46,7 @@ pub async fn start(
          WHERE $6 OR policy_shadows.set_sha256 <> EXCLUDED.set_sha256",
     )
     .bind(tenant)
-    .bind(Uuid::new_v4())
+    .bind(crate::domain::new_id())
     .bind(author)
     .bind(message)
     .bind(set_sha256)

@@ -178,3 +178,23 @@ async fn a_shadow_that_does_not_compile_is_refused_and_delete_ends_one(pool: PgP
     app.get(DEMO_TENANT, "/api/policies/shadow").await.assert_status(StatusCode::NOT_FOUND);
     assert_eq!(app.count("policy_shadows").await, 0);
 }
+
+/// A shadow's id is made like every other row id the service writes
+/// (`domain::new_id`: time-ordered, UUIDv7).
+#[sqlx::test(migrator = "reten_host::store::MIGRATOR")]
+async fn a_shadow_gets_a_time_ordered_id(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    demo::provision(&app.pool).await.unwrap();
+    let installed = put_shadow(
+        &app,
+        &json!({"files": [{"path": "tenant.toml", "content": reps_first(&app)}], "message": "reps first"}),
+    )
+    .await;
+    installed.assert_status(StatusCode::OK);
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM policy_shadows WHERE tenant_id = $1")
+        .bind(DEMO_TENANT.0)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(id.get_version_num(), 7, "the shadow id {id} is not a UUIDv7");
+}
